@@ -22,6 +22,9 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=tail, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should get the usual mode
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

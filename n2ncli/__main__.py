@@ -1,0 +1,5 @@
+"""Allow ``python -m n2ncli``."""
+
+from n2ncli.cli import main
+
+main()

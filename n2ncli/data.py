@@ -1,0 +1,163 @@
+"""Training crops: images decoded once, random crops drawn as a pure function of (seed, step).
+
+Drawing every batch from its own seeded generator makes a resumed run draw exactly the crops
+the uninterrupted run would have, without saving any RNG state, and lets DataLoader workers
+prepare batches ahead in any order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from n2ncli.errors import DatasetError, N2nError
+
+MIN_SIDE = 16  # smaller images cannot give a useful sub-sampled pair for the U-Net
+
+
+@dataclass(frozen=True)
+class LoadedImages:
+    """Decoded training images: CxHxW uint8/uint16 arrays (even sizes) and what was skipped."""
+
+    arrays: tuple[np.ndarray, ...]
+    paths: tuple[Path, ...]
+    skipped: tuple[str, ...]  # "path: reason" lines for the user
+    max_value: float  # 255 or 65535: the scale of the stored integers
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays)
+
+
+def load_training_images(paths: Sequence[Path], reader: Callable[[Path], np.ndarray],
+                         channels: int, progress: Callable[[int, int], None] | None = None) -> LoadedImages:
+    """Decode ``paths`` with ``reader`` (path -> HxWxC uint8/uint16); skip tiny or unreadable files.
+
+    Images are cropped to even sizes so the 2x2 sub-sampler never sees a half cell. Mixed
+    8/16-bit folders are stored on the 16-bit scale.
+    """
+    arrays: list[np.ndarray] = []
+    kept: list[Path] = []
+    skipped: list[str] = []
+    for i, path in enumerate(paths):
+        try:
+            img = reader(path)
+        except N2nError as exc:
+            skipped.append(str(exc))
+            continue
+        finally:
+            if progress:
+                progress(i + 1, len(paths))
+        h, w = img.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            skipped.append(f"{path}: too small ({w}x{h}, need at least {MIN_SIDE}x{MIN_SIDE})")
+            continue
+        if img.shape[2] != channels:
+            skipped.append(f"{path}: has {img.shape[2]} channel(s), the model needs {channels}")
+            continue
+        arrays.append(np.ascontiguousarray(img[: h - h % 2, : w - w % 2].transpose(2, 0, 1)))
+        kept.append(path)
+    if not arrays:
+        detail = f" ({len(skipped)} skipped)" if skipped else ""
+        raise DatasetError(f"no usable training images{detail}")
+    sixteen = any(a.dtype == np.uint16 for a in arrays)
+    if sixteen:
+        arrays = [a.astype(np.uint16) * (257 if a.dtype == np.uint8 else 1) for a in arrays]
+    return LoadedImages(tuple(arrays), tuple(kept), tuple(skipped), 65535.0 if sixteen else 255.0)
+
+
+def step_generator(seed: int, step: int) -> np.random.Generator:
+    """The generator for one training step: independent streams per (seed, step)."""
+    return np.random.default_rng([seed, step])
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """Which image and where: the crops of one batch, grouped by their (even) size."""
+
+    image: np.ndarray  # B int
+    y: np.ndarray  # B int
+    x: np.ndarray  # B int
+    height: np.ndarray  # B int
+    width: np.ndarray  # B int
+
+
+def plan_crops(sizes: np.ndarray, batch: int, crop: int, rng: np.random.Generator) -> CropPlan:
+    """Random ``crop``-sized windows (even offsets) of random images; small images are used whole.
+
+    ``sizes`` is Nx2 (H, W), all even. Offsets are even so the sub-sampler's 2x2 cells stay on
+    the original grid (this matters for Bayer mosaics and costs nothing for sRGB).
+    """
+    idx = rng.integers(0, len(sizes), size=batch)
+    hs, ws = sizes[idx, 0], sizes[idx, 1]
+    ch, cw = np.minimum(hs, crop) & ~1, np.minimum(ws, crop) & ~1
+    y = (rng.integers(0, (hs - ch) // 2 + 1) * 2).astype(np.int64)
+    x = (rng.integers(0, (ws - cw) // 2 + 1) * 2).astype(np.int64)
+    return CropPlan(idx, y, x, ch, cw)
+
+
+def group_crops(images: LoadedImages | Sequence[np.ndarray], plan: CropPlan) -> list[np.ndarray]:
+    """Cut the planned crops; crops of equal size are stacked into one BxCxhxw array."""
+    arrays = images.arrays if isinstance(images, LoadedImages) else images
+    groups: dict[tuple[int, int], list[np.ndarray]] = {}
+    for i, y, x, h, w in zip(plan.image, plan.y, plan.x, plan.height, plan.width):
+        groups.setdefault((int(h), int(w)), []).append(arrays[i][:, y:y + h, x:x + w])
+    return [np.stack(g) for g in groups.values()]
+
+
+class CropBatches(torch.utils.data.Dataset):
+    """Map-style dataset whose item ``k`` is the list of crop groups of training step ``k``."""
+
+    def __init__(self, images: LoadedImages, batch: int, crop: int, seed: int) -> None:
+        self.images, self.batch, self.crop, self.seed = images, batch, crop, seed
+        self.sizes = np.array([a.shape[1:] for a in images.arrays], dtype=np.int64)
+
+    def __len__(self) -> int:  # steps are unbounded; the sampler decides which are drawn
+        return 2**62
+
+    def __getitem__(self, step: int) -> list[torch.Tensor]:
+        """Float32 crops in [0,1] for ``step``, grouped by size (converted here, in the worker)."""
+        plan = plan_crops(self.sizes, self.batch, self.crop, step_generator(self.seed, step))
+        scale = np.float32(1.0 / self.images.max_value)
+        return [torch.from_numpy(g.astype(np.float32) * scale) for g in group_crops(self.images, plan)]
+
+
+class DeviceCropSource:
+    """All training images resident on the accelerator; crops cut there in one gather.
+
+    Images are zero-padded into one NxCxHmaxxWmax integer tensor; a batch is a single indexed
+    read, so the GPU never waits on the host. Used when the decoded set fits the memory budget.
+    """
+
+    def __init__(self, images: LoadedImages, batch: int, crop: int, seed: int, device: torch.device) -> None:
+        self.batch, self.crop, self.seed, self.device = batch, crop, seed, device
+        self.sizes = np.array([a.shape[1:] for a in images.arrays], dtype=np.int64)
+        c = images.arrays[0].shape[0]
+        hmax, wmax = self.sizes.max(axis=0)
+        dtype = torch.int16 if images.max_value > 255 else torch.uint8
+        store = torch.zeros((len(images.arrays), c, int(hmax), int(wmax)), dtype=dtype)
+        for i, a in enumerate(images.arrays):
+            # uint16 does not exist in older torch: keep the bits in int16 and undo on read
+            t = torch.from_numpy(a.astype(np.int32) - 32768 if dtype == torch.int16 else a)
+            store[i, :, : a.shape[1], : a.shape[2]] = t
+        self.store = store.to(device)
+        self.offset = 32768.0 if dtype == torch.int16 else 0.0
+        self.scale = 1.0 / images.max_value
+        self.arange = torch.arange(crop, device=device)
+
+    def batch_for(self, step: int) -> list[torch.Tensor]:
+        """Float32 crops in [0,1] for ``step``, grouped by size, on the device."""
+        plan = plan_crops(self.sizes, self.batch, self.crop, step_generator(self.seed, step))
+        out = []
+        for h, w in sorted({(int(h), int(w)) for h, w in zip(plan.height, plan.width)}):
+            sel = np.nonzero((plan.height == h) & (plan.width == w))[0]
+            img = torch.as_tensor(plan.image[sel], device=self.device)
+            ys = torch.as_tensor(plan.y[sel], device=self.device)[:, None] + self.arange[:h]
+            xs = torch.as_tensor(plan.x[sel], device=self.device)[:, None] + self.arange[:w]
+            crops = self.store[img[:, None, None], :, ys[:, :, None], xs[:, None, :]]  # B h w C
+            out.append((crops.permute(0, 3, 1, 2).float() + self.offset) * self.scale)
+        return out

@@ -1,0 +1,41 @@
+"""Pick the compute device the user asked for, or the best one present."""
+
+from __future__ import annotations
+
+import torch
+
+from n2ncli.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` prefers CUDA, then Apple MPS, then CPU; asking for a missing one is an error."""
+    name = name.lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA GPU is available to this torch build")
+        return torch.device(name)
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("--device mps: Apple MPS is not available here")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"unknown device {name!r} (use one of {', '.join(DEVICES)})")
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` (auto: bf16 on CUDA, fp32 elsewhere); None = fp32."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in table:
+        raise ConfigError(f"unknown precision {precision!r} (use auto, fp32, bf16 or fp16)")
+    return table[precision]

@@ -1,0 +1,1 @@
+"""Reading and writing images (PNG, JPEG, TIFF) and raw files, with their metadata."""

@@ -1,0 +1,61 @@
+"""Neighbor2Neighbor loss and the schedule of its regulariser weight gamma."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from n2ncli.errors import ConfigError
+from n2ncli.sampler import draw_pair_indices, subsample_pair
+
+
+@dataclass(frozen=True)
+class GammaSchedule:
+    """gamma(progress): a linear ramp from ``start`` to ``end`` over training, or a constant.
+
+    The paper ramps 0 -> 2 for sRGB (0 -> 1 for raw) as ``end * epoch / n_epochs``.
+    """
+
+    end: float = 2.0
+    start: float = 0.0
+    constant: bool = False
+
+    def __post_init__(self) -> None:
+        if self.end < 0 or self.start < 0:
+            raise ConfigError(f"regulariser weight must be >= 0, got start={self.start}, end={self.end}")
+
+    def __call__(self, progress: float) -> float:
+        """``progress`` in [0, 1] is the fraction of training done."""
+        if self.constant:
+            return self.end
+        p = min(max(progress, 0.0), 1.0)
+        return self.start + (self.end - self.start) * p
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    total: torch.Tensor
+    reconstruction: torch.Tensor
+    regulariser: torch.Tensor
+
+
+def n2n_loss(model: nn.Module, noisy: torch.Tensor, gamma: float, *, sampler: str = "random",
+             generator: torch.Generator | None = None) -> LossTerms:
+    """L = |f(g1 y) - g2 y|^2 + gamma |f(g1 y) - g2 y - (g1 f(y) - g2 f(y))|^2 (means).
+
+    ``noisy`` is NxCxHxW (H, W even). f(y) runs without gradient, as in the paper; the same
+    neighbour masks serve both terms.
+    """
+    n, _, h, w = noisy.shape
+    positions = draw_pair_indices(n, h, w, mode=sampler, generator=generator, device=noisy.device)
+    g1, g2 = subsample_pair(noisy, positions)
+    with torch.no_grad():
+        full = model(noisy)
+        f1, f2 = subsample_pair(full, positions)
+    pred = model(g1)
+    diff = pred.float() - g2.float()
+    rec = diff.square().mean()
+    reg = (diff - (f1.float() - f2.float())).square().mean()
+    return LossTerms(rec + gamma * reg, rec.detach(), reg.detach())

@@ -1,0 +1,254 @@
+"""Model store: shipped models in the package, the user's own in the user data dir.
+
+A model is a folder ``<name>/`` holding ``weights.pt`` (a state dict, loaded with
+``weights_only=True``) and ``model.json`` (what it is, how it was trained, the sha256 of the
+weights). Every load verifies the hash. ``N2N_HOME`` moves the user store (tests use a temp dir).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from n2ncli import __version__
+from n2ncli.errors import ChecksumMismatchError, ConfigError, IncompatibleModelError, ModelNotFoundError
+from n2ncli.fsutil import atomic_write_bytes, atomic_write_text
+from n2ncli.nets.unet import UNet
+
+ARCH = "n2n-unet"
+FORMAT = 1
+WEIGHTS_FILE = "weights.pt"
+META_FILE = "model.json"
+SHIPPED_DIR = Path(__file__).resolve().parent / "models"
+#: The shipped model each input kind falls back to when the user names none.
+DEFAULT_MODELS = {"srgb": "srgb-gaussian5-50", "raw": "raw-default"}
+KINDS = ("srgb", "raw")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def n2n_home() -> Path:
+    """Root of the user's data: ``$N2N_HOME`` or the platform's user data dir."""
+    env = os.environ.get("N2N_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("n2ncli", appauthor=False))
+
+
+def models_dir() -> Path:
+    return n2n_home() / "models"
+
+
+def runs_dir() -> Path:
+    """Checkpoints of training runs, one folder per model name (resume reads them)."""
+    return n2n_home() / "runs"
+
+
+def check_name(name: str) -> str:
+    """Model names become folder names: letters, digits, ``.``, ``_``, ``-``."""
+    if not _NAME.match(name):
+        raise ConfigError(f"bad model name {name!r}: use letters, digits, '.', '_' or '-' (max 64)")
+    return name
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What ``model.json`` says, plus where the model lives."""
+
+    name: str
+    folder: Path
+    kind: str
+    in_channels: int
+    out_channels: int
+    sha256: str
+    noise: str = "unknown"
+    features: int = 48
+    arch: str = ARCH
+    weights: str = WEIGHTS_FILE
+    created: str = ""
+    shipped: bool = False
+    training: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def weights_path(self) -> Path:
+        return self.folder / self.weights
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            "format": FORMAT, "name": self.name, "arch": self.arch, "features": self.features,
+            "in_channels": self.in_channels, "out_channels": self.out_channels, "kind": self.kind,
+            "noise": self.noise, "weights": self.weights, "sha256": self.sha256,
+            "created": self.created, "training": dict(self.training), "metrics": dict(self.metrics),
+        }
+        data.update(self.extra)
+        return data
+
+
+_KNOWN_KEYS = {"format", "name", "arch", "features", "in_channels", "out_channels", "kind", "noise",
+               "weights", "sha256", "created", "training", "metrics"}
+
+
+def read_record(folder: Path, shipped: bool = False) -> ModelRecord:
+    """Parse ``folder/model.json``; a missing or malformed file is a ModelNotFoundError."""
+    folder = Path(folder)
+    meta = folder / META_FILE
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        return ModelRecord(
+            name=str(data["name"]), folder=folder, kind=str(data["kind"]),
+            in_channels=int(data["in_channels"]), out_channels=int(data["out_channels"]),
+            sha256=str(data["sha256"]), noise=str(data.get("noise", "unknown")),
+            features=int(data.get("features", 48)), arch=str(data.get("arch", ARCH)),
+            weights=str(data.get("weights", WEIGHTS_FILE)), created=str(data.get("created", "")),
+            shipped=shipped, training=data.get("training", {}), metrics=data.get("metrics", {}),
+            extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
+        )
+    except FileNotFoundError as exc:
+        raise ModelNotFoundError(f"{folder}: no {META_FILE} (not a model folder)") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelNotFoundError(f"{meta}: malformed model description ({exc})") from exc
+
+
+def _records_in(root: Path, shipped: bool) -> list[ModelRecord]:
+    if not root.is_dir():
+        return []
+    out = []
+    for folder in sorted(p for p in root.iterdir() if (p / META_FILE).is_file()):
+        try:
+            out.append(read_record(folder, shipped))
+        except ModelNotFoundError:
+            continue
+    return out
+
+
+def list_models() -> list[ModelRecord]:
+    """User models first (they shadow shipped ones of the same name), then shipped ones."""
+    user = _records_in(models_dir(), shipped=False)
+    names = {r.name for r in user}
+    return user + [r for r in _records_in(SHIPPED_DIR, shipped=True) if r.name not in names]
+
+
+def find_model(spec: str) -> ModelRecord:
+    """A model by store name, or by path to a model folder / its ``model.json`` / its weights."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        folder = path if path.is_dir() else path.parent
+        return read_record(folder)
+    for record in list_models():
+        if record.name == spec:
+            return record
+    known = ", ".join(r.name for r in list_models()) or "none"
+    raise ModelNotFoundError(f"unknown model {spec!r} (available: {known})")
+
+
+def default_model(kind: str) -> ModelRecord:
+    """The model used when the user names none.
+
+    sRGB: the shipped blind default. Raw: the newest raw model the user fitted, else the
+    shipped raw default.
+    """
+    if kind == "raw":
+        fitted = [r for r in _records_in(models_dir(), False) if r.kind == "raw"]
+        if fitted:
+            return max(fitted, key=lambda r: r.created)
+    name = DEFAULT_MODELS[kind]
+    try:
+        return find_model(name)
+    except ModelNotFoundError:
+        hint = " - run `n2n fit` on a folder of raw files first" if kind == "raw" else ""
+        raise ModelNotFoundError(f"no {kind} model available{hint}") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_state(record: ModelRecord) -> dict[str, torch.Tensor]:
+    """The verified float32 state dict of ``record`` (on CPU)."""
+    path = record.weights_path
+    if not path.is_file():
+        raise ModelNotFoundError(f"{record.name}: weights file {path} is missing")
+    digest = sha256_file(path)
+    if digest != record.sha256:
+        raise ChecksumMismatchError(
+            f"{record.name}: {path.name} is corrupt (sha256 {digest[:12]}..., expected {record.sha256[:12]}...)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad pickle
+        raise ChecksumMismatchError(f"{record.name}: cannot read weights ({exc.__class__.__name__})") from exc
+    return {k: v.float() for k, v in state.items()}
+
+
+def build_model(record: ModelRecord) -> UNet:
+    """The network described by ``record`` with its verified weights, in eval mode, on CPU."""
+    if record.arch != ARCH:
+        raise IncompatibleModelError(f"{record.name}: unknown architecture {record.arch!r}")
+    net = UNet(record.in_channels, record.out_channels, features=record.features)
+    try:
+        net.load_state_dict(load_state(record))
+    except RuntimeError as exc:
+        raise IncompatibleModelError(f"{record.name}: weights do not fit the described network") from exc
+    return net.eval()
+
+
+def weights_bytes(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> bytes:
+    """Serialised state dict (optionally fp16 to ship small files)."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def save_model(name: str, model: UNet, *, kind: str, noise: str, training: Mapping[str, Any],
+               metrics: Mapping[str, Any] | None = None, root: Path | None = None,
+               overwrite: bool = False, dtype: torch.dtype = torch.float32) -> ModelRecord:
+    """Write ``model`` into the store as ``name`` (weights first, then the json that names their hash)."""
+    check_name(name)
+    if kind not in KINDS:
+        raise ConfigError(f"unknown model kind {kind!r}")
+    folder = (root or models_dir()) / name
+    if (folder / META_FILE).exists() and not overwrite:
+        raise ConfigError(f"a model named {name!r} exists already ({folder}); pick another --name or remove it")
+    data = weights_bytes(model, dtype)
+    atomic_write_bytes(folder / WEIGHTS_FILE, data)
+    record = ModelRecord(
+        name=name, folder=folder, kind=kind, in_channels=model.in_channels, out_channels=model.out_channels,
+        sha256=hashlib.sha256(data).hexdigest(), noise=noise, features=model.features,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        training=dict(training), metrics=dict(metrics or {}),
+        extra={"n2ncli_version": __version__, "weights_dtype": str(dtype).replace("torch.", "")},
+    )
+    write_record(record)
+    return record
+
+
+def write_record(record: ModelRecord) -> None:
+    atomic_write_text(record.folder / META_FILE, json.dumps(record.to_json(), indent=2) + "\n")
+
+
+def remove_model(name: str) -> Path:
+    """Delete a user model; shipped models cannot be removed."""
+    folder = models_dir() / name
+    if not (folder / META_FILE).is_file():
+        shipped = any(r.name == name for r in _records_in(SHIPPED_DIR, True))
+        why = "it ships with n2ncli and cannot be removed" if shipped else "no such model in the store"
+        raise ModelNotFoundError(f"cannot remove {name!r}: {why}")
+    shutil.rmtree(folder)
+    return folder

@@ -1,0 +1,367 @@
+"""Self-supervised training loop: checkpoints, exact resume, progress through a callback.
+
+Every random draw of step k (crops, synthetic noise, sub-sampler masks) comes from generators
+seeded by (seed, k), and the learning rate and gamma are functions of k, so a run resumed from a
+checkpoint at step k continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from n2ncli.data import CropBatches, DeviceCropSource, LoadedImages
+from n2ncli.device import autocast_dtype
+from n2ncli.errors import CheckpointError, ConfigError, N2nError
+from n2ncli.fsutil import atomic_path
+from n2ncli.loss import GammaSchedule, n2n_loss
+from n2ncli.nets.unet import UNet
+from n2ncli.noise import NoiseSpec, parse_noise
+from n2ncli.sampler import SAMPLERS
+
+CHECKPOINT_FORMAT = "n2ncli-checkpoint-1"
+#: Decoded training sets up to this size live on the GPU (crops then cost one gather).
+DEVICE_CACHE_BYTES = 8 << 30
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a run computes; saved in every checkpoint and model."""
+
+    steps: int
+    batch_size: int = 4
+    crop: int = 256
+    lr: float = 3e-4
+    lr_milestones: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+    lr_decay: float = 0.5
+    lr_schedule: str = "step"  # step (paper) | cosine
+    warmup_steps: int = 0
+    gamma_end: float = 2.0
+    gamma_constant: bool = False
+    sampler: str = "random"
+    noise: str | None = None  # None: the images are already noisy (the default use)
+    seed: int = 0
+    channels: int = 3
+    kind: str = "srgb"
+    net_init: str = "torch"
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    clip_spikes: float = 4.0  # clip gradients over this x their running norm (0 = off)
+    checkpoint_every: int = 500
+    checkpoint_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.crop >= 32 and self.crop % 2 == 0, f"crop must be even and >= 32, got {self.crop}"),
+            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {self.sampler!r}"),
+            (self.lr_schedule in ("step", "cosine"), f"lr schedule must be step or cosine, got {self.lr_schedule!r}"),
+            (self.checkpoint_every >= 1, "checkpoint interval must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        GammaSchedule(self.gamma_end)  # validates
+        if self.noise is not None:
+            parse_noise(self.noise)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of step ``step`` (0-based): the paper's halvings, or cosine, after warm-up."""
+        if self.warmup_steps and step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        progress = step / self.steps
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        passed = sum(progress >= m for m in self.lr_milestones)
+        return self.lr * self.lr_decay**passed
+
+    def gamma_at(self, step: int) -> float:
+        return GammaSchedule(self.gamma_end, constant=self.gamma_constant)(step / self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise CheckpointError(f"checkpoint has unknown settings: {', '.join(sorted(unknown))}")
+        data = dict(data)
+        data["lr_milestones"] = tuple(data.get("lr_milestones", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the trainer reports to its caller (the CLI draws it; tests read it)."""
+
+    event: str  # "step" | "checkpoint" | "validation" | "done" | "interrupted"
+    step: int
+    total: int
+    loss: float = math.nan
+    reconstruction: float = math.nan
+    regulariser: float = math.nan
+    gamma: float = math.nan
+    lr: float = math.nan
+    steps_per_second: float = math.nan
+    val_psnr: float | None = None
+    checkpoint: Path | None = None
+
+
+class TrainingInterrupted(N2nError):
+    """Ctrl-C during training: the checkpoint is saved and the run can be resumed."""
+
+
+@dataclass
+class TrainResult:
+    model: UNet
+    steps: int
+    seconds: float
+    final_loss: float
+    val_psnr: float | None
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ValidationPairs:
+    """Noisy/clean float32 HxWxC pairs in [0,1] scored by PSNR during training."""
+
+    noisy: Sequence[np.ndarray]
+    clean: Sequence[np.ndarray]
+
+
+def step_torch_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """Device-side generator for step ``step`` (noise and sub-sampler draws)."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1))
+    return g
+
+
+def save_checkpoint(path: Path, config: TrainConfig, model: UNet, optimizer: torch.optim.Optimizer,
+                    step: int, elapsed: float, extra: dict[str, Any], grad_ema: float | None = None) -> None:
+    """Atomic checkpoint: a kill mid-write leaves the previous one intact."""
+    state = {
+        "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "step": step, "elapsed": elapsed,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(), "extra": extra, "grad_ema": grad_ema,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint to resume at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise CheckpointError(f"{path}: checkpoint is unreadable ({exc.__class__.__name__})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an n2ncli checkpoint")
+    return state
+
+
+def _strip_compiled(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("_orig_mod."): v for k, v in state.items()}
+
+
+def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, run_dir: Path,
+          resume: bool = False, init_state: dict[str, torch.Tensor] | None = None,
+          workers: int = 0, validation: ValidationPairs | None = None, val_every: int | None = None,
+          on_progress: Callable[[Progress], None] | None = None,
+          extra: dict[str, Any] | None = None) -> TrainResult:
+    """Train a U-Net with Neighbor2Neighbor on ``images``; checkpoints go to ``run_dir``.
+
+    ``init_state`` warm-starts the network (ignored on resume). ``extra`` is stored in the
+    checkpoint (e.g. the data fingerprint, so a resume on other data can be refused).
+    """
+    report = on_progress or (lambda p: None)
+    ckpt_path = run_dir / "checkpoint.pt"
+    with torch.random.fork_rng(devices=[]):  # the init depends on the seed alone
+        torch.manual_seed(config.seed)
+        model = UNet(config.channels, init=config.net_init)
+    start_step, elapsed0 = 0, 0.0
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        saved = TrainConfig.from_dict(state["config"])
+        if saved != config:
+            diff = [f.name for f in dataclasses.fields(config) if getattr(saved, f.name) != getattr(config, f.name)]
+            raise CheckpointError(f"settings differ from the checkpoint's ({', '.join(diff)}); resume with the same options")
+        model.load_state_dict(_strip_compiled(state["model"]))
+        start_step, elapsed0 = int(state["step"]), float(state.get("elapsed", 0.0))
+        resumed_grad_ema = state.get("grad_ema")
+    elif init_state is not None:
+        model.load_state_dict(init_state)
+    if not resume:
+        resumed_grad_ema = None
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if resume:
+        optimizer.load_state_dict(state["optimizer"])
+    amp = autocast_dtype(device, config.precision)
+    net = torch.compile(model) if config.compile else model
+    noise = parse_noise(config.noise) if config.noise else None
+
+    batches = _batch_stream(config, images, device, start_step, workers)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    last_ckpt_time, rate, loss_value = t0, math.nan, math.nan
+    history: list[tuple[int, float]] = []
+    val_psnr: float | None = None
+    step = start_step
+
+    completed = start_step
+    grad_ema: float | None = resumed_grad_ema
+    stop = _GracefulStop()
+
+    def checkpoint(at: int) -> None:
+        save_checkpoint(ckpt_path, config, model, optimizer, at, elapsed0 + time.perf_counter() - t0,
+                        extra or {}, grad_ema)
+
+    try:
+        stop.install()
+        for step in range(start_step, config.steps):
+            groups = next(batches)
+            lr, gamma = config.lr_at(step), config.gamma_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            gen = step_torch_generator(config.seed, step, device)
+            total_n = sum(g.shape[0] for g in groups)
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = rec_sum = reg_sum = 0.0
+            for clean_or_noisy in groups:
+                x = clean_or_noisy.to(device, non_blocking=True)
+                noisy = noise.apply(x, generator=gen) if noise else x
+                if config.channels_last:
+                    noisy = noisy.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    terms = n2n_loss(net, noisy, gamma, sampler=config.sampler, generator=gen)
+                weight = x.shape[0] / total_n
+                (terms.total * weight).backward()
+                loss_sum += float(terms.total.detach()) * weight
+                rec_sum += float(terms.reconstruction) * weight
+                reg_sum += float(terms.regulariser) * weight
+            if config.clip_spikes:
+                grad_norm = _clip_spikes(model, grad_ema, config.clip_spikes)
+                grad_ema = grad_norm if grad_ema is None else 0.98 * grad_ema + 0.02 * grad_norm
+            if not math.isfinite(loss_sum):
+                raise N2nError(f"training diverged at step {step + 1} (loss {loss_sum}); "
+                               "lower --lr (the last checkpoint is kept)")
+            optimizer.step()
+            completed = done = step + 1
+            loss_value = loss_sum
+            now = time.perf_counter()
+            rate = (done - start_step) / max(now - t0, 1e-9)
+            if done % 25 == 0 or done == config.steps:
+                history.append((done, loss_value))
+            report(Progress("step", done, config.steps, loss_value, rec_sum, reg_sum, gamma, lr, rate))
+            if validation is not None and val_every and (done % val_every == 0 or done == config.steps):
+                val_psnr = validate(model, validation, device)
+                report(Progress("validation", done, config.steps, loss_value, val_psnr=val_psnr))
+            if done % config.checkpoint_every == 0 or now - last_ckpt_time > config.checkpoint_seconds:
+                checkpoint(done)
+                last_ckpt_time = now
+                report(Progress("checkpoint", done, config.steps, loss_value, checkpoint=ckpt_path))
+            if stop.requested:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        if stop.hard:  # a second Ctrl-C may have landed inside optimizer.step: keep the last good file
+            raise TrainingInterrupted(
+                f"stopped at once; the last checkpoint ({ckpt_path}) is intact, continue with --resume") from None
+        checkpoint(completed)
+        report(Progress("interrupted", completed, config.steps, loss_value, checkpoint=ckpt_path))
+        raise TrainingInterrupted(
+            f"interrupted at step {completed}/{config.steps}; checkpoint saved to {ckpt_path}, "
+            "continue with --resume") from None
+    finally:
+        stop.uninstall()
+    checkpoint(config.steps)
+    seconds = elapsed0 + time.perf_counter() - t0
+    report(Progress("done", config.steps, config.steps, loss_value, steps_per_second=rate, val_psnr=val_psnr))
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    return TrainResult(model, config.steps, seconds, loss_value, val_psnr, history)
+
+
+def _clip_spikes(model: torch.nn.Module, ema: float | None, factor: float) -> float:
+    """Scale a gradient spike down to ``factor`` x the running norm; return the (clipped) norm.
+
+    Adam is nearly invariant to a steady gradient scale, so this only acts on sudden spikes,
+    which without batch norm can throw this U-Net off (seen at large batch and lr on a GPU).
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+    if ema is not None and math.isfinite(norm) and norm > factor * ema:
+        for p in params:
+            p.grad.mul_(factor * ema / norm)
+        return factor * ema
+    return norm
+
+
+class _GracefulStop:
+    """First Ctrl-C: finish the current step, checkpoint, stop. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = self.hard = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:  # noqa: ANN001
+        if self.requested:
+            self.hard = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _batch_stream(config: TrainConfig, images: LoadedImages, device: torch.device, start: int, workers: int):
+    """Yield the crop groups of steps start, start+1, ... from the device cache or a DataLoader."""
+    if device.type == "cuda" and images.nbytes <= DEVICE_CACHE_BYTES:
+        torch.backends.cudnn.benchmark = True
+        source = DeviceCropSource(images, config.batch_size, config.crop, config.seed, device)
+        return (source.batch_for(s) for s in range(start, config.steps))
+    dataset = CropBatches(images, config.batch_size, config.crop, config.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, sampler=range(start, config.steps), num_workers=workers,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+    return iter(loader)
+
+
+@torch.no_grad()
+def validate(model: UNet, pairs: ValidationPairs, device: torch.device) -> float:
+    """Mean PSNR (dB, peak 1, after clamping) of the model on the validation pairs."""
+    was_training = model.training
+    model.eval()
+    scores = []
+    for noisy, clean in zip(pairs.noisy, pairs.clean):
+        x = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1)))[None].to(device)
+        y = model(x).clamp(0, 1)[0].permute(1, 2, 0).float().cpu().numpy()
+        mse = float(np.mean((y.astype(np.float64) - clean) ** 2))
+        scores.append(10 * math.log10(1.0 / max(mse, 1e-12)))
+    model.train(was_training)
+    return float(np.mean(scores))

@@ -1,0 +1,322 @@
+"""The `n2n` command: parses arguments, calls the library, draws progress. Nothing else."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from n2ncli import __version__
+from n2ncli.errors import N2nError
+
+app = typer.Typer(
+    name="n2n", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+    help="Remove noise from photos with Neighbor2Neighbor: train on your own noisy images, then denoise.",
+)
+models_app = typer.Typer(no_args_is_help=True, help="List, inspect and remove models in the store.")
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+out = Console()
+_state = {"debug": False, "verbose": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"n2ncli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say more about what happens.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    _state["debug"], _state["verbose"] = debug, verbose
+
+
+def _warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+# --------------------------------------------------------------------------- denoise
+
+@app.command()
+def denoise(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (PNG, JPEG, TIFF).", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder. Default: beside each input as <stem>.n2n.<ext>.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: the shipped blind sRGB model.")] = None,
+    backend: Annotated[str, typer.Option(help="Inference backend.")] = "torch",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    tile: Annotated[int, typer.Option(help="Tile size in pixels (multiple of 32; 0 = whole image).")] = 1024,
+    overlap: Annotated[int, typer.Option(help="Pixels blended between neighbouring tiles.")] = 32,
+    batch: Annotated[int, typer.Option(help="Tiles per network call.")] = 1,
+    output_format: Annotated[Optional[str], typer.Option("--format", help="Output format for folder runs: png, tif or jpg (default: as the input).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (never the inputs).")] = False,
+) -> None:
+    """Denoise images with a trained model, in tiles, keeping bit depth, EXIF and ICC profile."""
+    from n2ncli.backends.torch import TorchPredictor
+    from n2ncli.denoise import TileOptions, plan_jobs, run_job
+    from n2ncli.device import resolve_device
+    from n2ncli.errors import ConfigError, IncompatibleModelError
+    from n2ncli.store import build_model, default_model, find_model
+
+    if backend != "torch":
+        raise ConfigError(f"unknown backend {backend!r} (available: torch)")
+    options = TileOptions(tile=tile, overlap=overlap, batch=batch)
+    suffix = None if output_format is None else "." + output_format.lower().lstrip(".")
+    jobs = plan_jobs(inputs, output, suffix=suffix, overwrite=overwrite)
+    record = find_model(model) if model else default_model("srgb")
+    if record.kind != "srgb":
+        raise IncompatibleModelError(f"model {record.name!r} is a {record.kind} model; it cannot denoise sRGB images")
+    dev = resolve_device(device)
+    predictor = TorchPredictor(build_model(record), dev)
+    console.print(f"model [bold]{record.name}[/] ({record.noise}) on {dev}; {len(jobs)} image(s)", highlight=False)
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        files = progress.add_task("images", total=len(jobs))
+        tiles = progress.add_task("tiles", total=None, visible=False)
+        for job in jobs:
+            progress.update(tiles, completed=0, total=None, visible=True, description=job.source.name)
+            warnings = run_job(job, predictor, options,
+                               on_tile=lambda d, n: progress.update(tiles, completed=d, total=n))
+            for w in warnings:
+                _warn(f"{job.source}: {w}")
+            progress.update(files, advance=1)
+            progress.update(tiles, visible=False)
+            if _state["verbose"] or len(jobs) == 1:
+                progress.console.print(f"wrote {job.target}", highlight=False)
+    console.print(f"denoised {len(jobs)} image(s) in {time.perf_counter() - t0:.1f} s", highlight=False)
+
+
+def _progress(*extra) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra,
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+
+
+# --------------------------------------------------------------------------- fit
+
+@app.command()
+def fit(
+    inputs: Annotated[list[Path], typer.Argument(help="Folders or files of noisy images (or clean ones with --noise).", show_default=False)],
+    name: Annotated[Optional[str], typer.Option(help="Model name in the store (default: the folder's name).")] = None,
+    noise: Annotated[Optional[str], typer.Option(help="Add synthetic noise to clean images: gaussian25, gaussian5-50, poisson30, poisson5-50, gaussian:SIGMA, poisson:LAMBDA.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Passes over the images (default 100, as the paper).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps (instead of --epochs).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 4,
+    crop: Annotated[int, typer.Option(help="Crop size in pixels (smaller images are used whole).")] = 256,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (halved at 20/40/60/80 % of training).")] = 3e-4,
+    reg_weight: Annotated[float, typer.Option(help="Regulariser weight gamma at the end of its linear ramp from 0.")] = 2.0,
+    reg_constant: Annotated[bool, typer.Option(help="Keep gamma constant instead of ramping it.")] = False,
+    sampler: Annotated[str, typer.Option(help="random (the paper) or fixed (the ablation).")] = "random",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Data-loading worker processes (CPU path).")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the run of this --name from its last checkpoint.")] = False,
+    val: Annotated[Optional[Path], typer.Option(help="Validation folder: noisy/ + clean/ pairs, or clean images with --noise.")] = None,
+    init: Annotated[str, typer.Option(help="Start from: default (the shipped model), none, or a model name/path.")] = "default",
+    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32, bf16, fp16.")] = "auto",
+    compile_: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (also every 5 minutes and on Ctrl-C).")] = 500,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model of this name.")] = False,
+) -> None:
+    """Train a denoiser on your own noisy photos (self-supervised), or on clean ones with --noise."""
+    from n2ncli.fit import FitRequest
+    from n2ncli.fit import fit as run_fit
+
+    if name is None:
+        base = inputs[0].resolve()
+        name = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in (base.stem if base.is_file() else base.name))[:64] or "model"
+    request = FitRequest(
+        inputs=tuple(inputs), name=name, noise=noise, steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
+        lr=lr, gamma_end=reg_weight, gamma_constant=reg_constant, sampler=sampler, seed=seed, device=device,
+        workers=workers, resume=resume, val=val, init=init, precision=precision, compile=compile_,
+        checkpoint_every=checkpoint_every, overwrite=overwrite,
+    )
+    stats = {"loss": math.nan, "gamma": math.nan, "lr": math.nan, "rate": math.nan, "val": None}
+    columns = (TextColumn("loss {task.fields[loss]:.5f}  γ {task.fields[gamma]:.2f}  lr {task.fields[lr]:.1e}  "
+                          "{task.fields[rate]:.2f} it/s{task.fields[val]}"),)
+    with _progress(*columns) as progress:
+        task = progress.add_task("loading", total=None, loss=math.nan, gamma=math.nan, lr=math.nan, rate=math.nan, val="")
+
+        def on_loading(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        def on_progress(p) -> None:  # noqa: ANN001
+            if p.event == "step":
+                stats.update(loss=p.loss, gamma=p.gamma, lr=p.lr, rate=p.steps_per_second)
+                progress.update(task, description=f"training {name}", completed=p.step, total=p.total,
+                                loss=p.loss, gamma=p.gamma, lr=p.lr, rate=p.steps_per_second)
+            elif p.event == "validation":
+                stats["val"] = p.val_psnr
+                progress.update(task, val=f"  val {p.val_psnr:.2f} dB")
+            elif p.event == "checkpoint" and _state["verbose"]:
+                progress.console.print(f"checkpoint at step {p.step}: {p.checkpoint}", highlight=False)
+
+        outcome = run_fit(request, on_progress=on_progress, on_loading=on_loading)
+    for line in outcome.skipped:
+        _warn(f"skipped {line}")
+    r = outcome.result
+    val = f", val PSNR {r.val_psnr:.2f} dB" if r.val_psnr is not None else ""
+    console.print(
+        f"[green]done:[/] model [bold]{outcome.record.name}[/] from {outcome.images} image(s), {r.steps} steps in "
+        f"{r.seconds / 60:.1f} min (init: {outcome.init}), final loss {r.final_loss:.5f}{val} -> {outcome.record.folder}",
+        highlight=False)
+
+
+# --------------------------------------------------------------------------- eval
+
+@app.command("eval")
+def evaluate_cmd(
+    dataset: Annotated[str, typer.Option(help="Dataset name (kodak) or a folder of clean images.")] = "kodak",
+    noise: Annotated[str, typer.Option(help="gaussian25, gaussian5-50, poisson30, poisson5-50, gaussian:SIGMA, poisson:LAMBDA.")] = "gaussian25",
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name or folder (default: the shipped blind model).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Local copy of the dataset (skips the download).")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help="Noise draws per image (default: the paper's, 10 for Kodak).")] = None,
+    seed: Annotated[int, typer.Option(help="Noise seed (the paper's code uses 101).")] = 101,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    batch: Annotated[int, typer.Option(help="Noisy repeats denoised per network call.")] = 1,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results (summary and per image) as JSON.")] = None,
+) -> None:
+    """Score a model with the paper's protocol (PSNR/SSIM on uint8, fixed seed, repeats)."""
+    import numpy as np
+
+    from n2ncli.backends.torch import TorchPredictor
+    from n2ncli.datasets import DATASETS, resolve_dataset
+    from n2ncli.device import resolve_device
+    from n2ncli.evaluate import evaluate
+    from n2ncli.fsutil import atomic_write_text
+    from n2ncli.io.image import list_images, read_image
+    from n2ncli.noise import parse_noise
+    from n2ncli.store import build_model, default_model, find_model
+
+    spec = parse_noise(noise)
+    folder = Path(dataset)
+    if dataset.lower() in DATASETS:
+        name = dataset.lower()
+        with _progress() as progress:
+            task = progress.add_task("download", total=None)
+            paths = resolve_dataset(name, data_dir, on_download=lambda f, d, t: progress.update(
+                task, description=f"download {f}", completed=d, total=t or None))
+        default_repeats = DATASETS[name].repeats
+    elif folder.is_dir():
+        name, paths, default_repeats = folder.name, list_images(folder), 1
+    else:
+        from n2ncli.errors import DatasetError
+
+        raise DatasetError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)}; or give a folder)")
+    paths = paths[:limit] if limit else paths
+    record = find_model(model) if model else default_model("srgb")
+    predictor = TorchPredictor(build_model(record), resolve_device(device))
+    images = [(p.name, read_image(p).pixels) for p in paths]
+    images = [(n, a if a.dtype == np.uint8 else (a // 257).astype(np.uint8)) for n, a in images]
+    reps = repeats or default_repeats
+    with _progress() as progress:
+        task = progress.add_task(f"{name} {spec.name}", total=len(images) * reps)
+        result = evaluate(predictor, images, spec, dataset=name, repeats=reps, seed=seed, batch=batch,
+                          on_image=lambda d, n: progress.update(task, completed=d))
+    s = result.summary()
+    table = Table(title=f"{record.name} on {name}, {spec.name} ({s['images']} images x {reps})")
+    for col in ("", "PSNR (dB)", "SSIM"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row("noisy input", f"{s['noisy_psnr']:.2f}", f"{s['noisy_ssim']:.4f}")
+    table.add_row(f"[bold]{record.name}[/]", f"[bold]{s['psnr']:.2f}[/]", f"[bold]{s['ssim']:.4f}[/]")
+    if s["paper_psnr"] is not None:
+        table.add_row("paper (Table 1)", f"{s['paper_psnr']:.2f}", f"{s['paper_ssim']:.3f}")
+    out.print(table)
+    if json_path:
+        payload = {"model": record.name, "summary": s, "seed": seed,
+                   "images": [vars(x) for x in result.scores]}
+        atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- models
+
+@models_app.command("list")
+def models_list() -> None:
+    """All models: your own first, then the shipped ones."""
+    from n2ncli.store import list_models
+
+    table = Table()
+    for col in ("name", "kind", "noise", "channels", "source", "Kodak σ=25 PSNR", "created"):
+        table.add_column(col)
+    for r in list_models():
+        k25 = r.metrics.get("kodak/gaussian25", {}).get("psnr") if isinstance(r.metrics.get("kodak/gaussian25"), dict) else None
+        table.add_row(r.name, r.kind, r.noise, str(r.in_channels), "shipped" if r.shipped else "yours",
+                      f"{k25:.2f}" if k25 else "", r.created[:10])
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(name: Annotated[str, typer.Argument(help="Model name or folder.")]) -> None:
+    """Everything model.json says about a model."""
+    from n2ncli.store import find_model
+
+    record = find_model(name)
+    data = record.to_json()
+    data["folder"] = str(record.folder)
+    data["shipped"] = record.shipped
+    out.print_json(json.dumps(data))
+
+
+@models_app.command("rm")
+def models_rm(name: Annotated[str, typer.Argument(help="Model name in your store.")]) -> None:
+    """Remove one of your models (shipped ones stay)."""
+    from n2ncli.store import remove_model
+
+    folder = remove_model(name)
+    console.print(f"removed {name} ({folder})", highlight=False)
+
+
+@models_app.command("path")
+def models_path(name: Annotated[Optional[str], typer.Argument(help="A model (default: the store itself).")] = None) -> None:
+    """Print where models live (or where one model lives)."""
+    from n2ncli.store import find_model, models_dir
+
+    out.print(str(find_model(name).folder if name else models_dir()), highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- entry point
+
+def main() -> None:
+    """Console entry point: user errors become one line and exit 1; Ctrl-C exits 130."""
+    from n2ncli.train import TrainingInterrupted
+
+    try:
+        app(standalone_mode=False)
+    except TrainingInterrupted as exc:
+        console.print(f"[yellow]{exc}[/]", highlight=False)
+        sys.exit(130)
+    except N2nError as exc:
+        if _state["debug"]:
+            raise
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        sys.exit(code or 0)
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if _state["debug"]:
+            raise
+        console.print(f"[red]internal error:[/] {exc.__class__.__name__}: {exc} (run with --debug for details)",
+                      highlight=False, soft_wrap=True)
+        sys.exit(1)

@@ -1,0 +1,187 @@
+"""read -> tile -> network -> untile -> write, for one image or a whole folder.
+
+Memory is bounded by the tile: only the input, the stitched output and one batch of tiles are
+ever held, so a 100-megapixel photo denoises on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from n2ncli.backends import Predictor
+from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError, IncompatibleModelError
+from n2ncli.io.image import IMAGE_EXTENSIONS, ImageData, list_images, read_image, write_image
+from n2ncli.tiling import Tile, TileAccumulator, tile_grid
+
+OUTPUT_TAG = ".n2n"  # default outputs are <stem>.n2n.<ext>; folder runs skip such files
+#: Tiles start on the U-Net's 32-pixel pooling grid, so each tile pools the same cells the
+#: whole image would, and tiled output matches whole-image output.
+ALIGN = 32
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """``tile`` pixels per side (0 = whole image), ``overlap`` blended pixels, ``batch`` tiles per call.
+
+    ``context`` extra pixels are read around every tile (mirrored at the image border) and
+    cropped off after the network: the network then never sees an artificial edge inside the
+    image, and the whole-image path sees the same mirrored border as the tiles.
+    """
+
+    tile: int = 1024
+    overlap: int = 32
+    batch: int = 1
+    context: int = 64
+
+    def __post_init__(self) -> None:
+        if self.tile and (self.tile < 64 or self.tile % ALIGN):
+            raise ConfigError(f"--tile must be 0 (whole image) or a multiple of {ALIGN} >= 64, got {self.tile}")
+        if self.context % ALIGN:
+            raise ConfigError(f"tile context must be a multiple of {ALIGN}, got {self.context}")
+        if self.overlap < 0 or (self.tile and self.overlap >= self.tile // 2):
+            raise ConfigError(f"--overlap must be >= 0 and under half the tile, got {self.overlap}")
+        if self.context < 0:
+            raise ConfigError(f"tile context must be >= 0, got {self.context}")
+        if self.batch < 1:
+            raise ConfigError(f"--batch must be >= 1, got {self.batch}")
+
+
+def denoise_array(image: np.ndarray, predictor: Predictor, options: TileOptions = TileOptions(),
+                  on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Denoise HxWxC float32 in [0,1] -> HxWxC float32 (unclamped), tiled when larger than a tile."""
+    h, w, c = image.shape
+    m = options.context
+    if not options.tile or (h <= options.tile and w <= options.tile):
+        out = predictor.predict(_with_context(image, Tile(0, h, 0, w), m)[None])[0]
+        if on_tile:
+            on_tile(1, 1)
+        return out[m:m + h, m:m + w]
+    tiles = tile_grid(h, w, options.tile, options.overlap, align=ALIGN)
+    acc = TileAccumulator(h, w, c, options.overlap)
+    by_shape: dict[tuple[int, int], list[Tile]] = {}
+    for t in tiles:
+        by_shape.setdefault((t.height, t.width), []).append(t)
+    done = 0
+    for group in by_shape.values():
+        for start in range(0, len(group), options.batch):
+            chunk = group[start:start + options.batch]
+            batch = np.stack([_with_context(image, t, m) for t in chunk])
+            for t, out in zip(chunk, predictor.predict(batch)):
+                acc.add(t, out[m:m + t.height, m:m + t.width])
+            done += len(chunk)
+            if on_tile:
+                on_tile(done, len(tiles))
+    return acc.result()
+
+
+def mirror_index(index: np.ndarray, n: int) -> np.ndarray:
+    """Map any integer positions into [0, n) by mirroring at the ends (..., 2, 1, 0, 1, 2, ...)."""
+    if n == 1:
+        return np.zeros_like(index)
+    period = 2 * (n - 1)
+    index = np.abs(index) % period
+    return np.where(index >= n, period - index, index)
+
+
+def _with_context(image: np.ndarray, t: Tile, margin: int) -> np.ndarray:
+    """The tile plus ``margin`` pixels of surrounding image on each side, mirrored at the border."""
+    h, w = image.shape[:2]
+    y0, y1, x0, x1 = t.y0 - margin, t.y1 + margin, t.x0 - margin, t.x1 + margin
+    if y0 >= 0 and x0 >= 0 and y1 <= h and x1 <= w:
+        return image[y0:y1, x0:x1]
+    ys = mirror_index(np.arange(y0, y1), h)
+    xs = mirror_index(np.arange(x0, x1), w)
+    return image[np.ix_(ys, xs)]
+
+
+def denoise_image_data(data: ImageData, predictor: Predictor, options: TileOptions = TileOptions(),
+                       on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Denoise a decoded image; grey photos run through an RGB model as three equal channels."""
+    pixels = data.to_float()
+    c = pixels.shape[2]
+    if c == predictor.channels:
+        return denoise_array(pixels, predictor, options, on_tile)
+    if c == 1 and predictor.channels == 3:
+        out = denoise_array(np.repeat(pixels, 3, axis=2), predictor, options, on_tile)
+        return out.mean(axis=2, keepdims=True)
+    raise IncompatibleModelError(
+        f"{data.source}: the model takes {predictor.channels}-channel input, the image has {c}")
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+
+
+def _is_output(path: Path) -> bool:
+    return path.stem.endswith(OUTPUT_TAG)
+
+
+def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
+    """Files as given; folders expanded to their images (recursively), skipping our own outputs."""
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files.extend(f for f in list_images(p) if not _is_output(f))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ImageReadError(f"{p}: file not found")
+    return list(dict.fromkeys(files))
+
+
+def plan_jobs(inputs: Sequence[Path], output: Path | None, *, suffix: str | None = None,
+              overwrite: bool = False) -> list[Job]:
+    """Pair each input with its output path and refuse anything that would lose data.
+
+    ``output`` is a file (one input, an image extension) or a folder; without it outputs go
+    beside the inputs as ``<stem>.n2n.<ext>``. ``suffix`` forces the output format.
+    """
+    files = expand_inputs(inputs)
+    if not files:
+        raise ConfigError("no input images found")
+    if suffix is not None and suffix.lower() not in IMAGE_EXTENSIONS:
+        raise ConfigError(f"unsupported output format {suffix!r} (use one of {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    single_file = output is not None and output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
+    if single_file and (len(files) > 1 or any(p.is_dir() for p in inputs)):
+        raise ConfigError(f"-o {output} names one file but there are {len(files)} inputs; give a folder")
+    if output is not None and output.suffix and not single_file and not output.is_dir():
+        raise ImageWriteError(f"{output}: unsupported output extension '{output.suffix}' "
+                              f"(use {', '.join(sorted(IMAGE_EXTENSIONS))} or a folder)")
+    jobs = []
+    for src in files:
+        if single_file:
+            dst = output
+        else:
+            ext = suffix or src.suffix.lower()
+            folder = output if output is not None else src.parent
+            dst = folder / f"{src.stem}{OUTPUT_TAG}{ext}"
+        if dst.resolve() == src.resolve():
+            raise ImageWriteError(f"{dst}: refusing to overwrite the input")
+        if dst.exists() and not overwrite:
+            raise ImageWriteError(f"{dst}: exists already (use --overwrite to replace it)")
+        jobs.append(Job(src, dst))
+    targets = [j.target.resolve() for j in jobs]
+    if len(set(targets)) != len(targets):
+        raise ImageWriteError("two inputs would be written to the same output name; use separate folders")
+    return jobs
+
+
+def output_bit_depth(source_depth: int, target: Path) -> int:
+    """16-bit survives into PNG and TIFF; JPEG is 8-bit."""
+    return 8 if target.suffix.lower() in (".jpg", ".jpeg") else source_depth
+
+
+def run_job(job: Job, predictor: Predictor, options: TileOptions = TileOptions(),
+            on_tile: Callable[[int, int], None] | None = None) -> tuple[str, ...]:
+    """Denoise one file into its target; returns the reader's warnings for the user."""
+    data = read_image(job.source)
+    out = denoise_image_data(data, predictor, options, on_tile)
+    write_image(job.target, np.clip(out, 0.0, 1.0), bit_depth=output_bit_depth(data.bit_depth, job.target),
+                exif=data.exif, icc_profile=data.icc_profile)
+    return data.warnings

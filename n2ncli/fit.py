@@ -1,0 +1,187 @@
+"""`n2n fit` as a library call: gather images, pick the warm start, train, store the model."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from n2ncli.data import LoadedImages, load_training_images
+from n2ncli.device import resolve_device
+from n2ncli.errors import CheckpointError, ConfigError, DatasetError
+from n2ncli.io.image import list_images, read_image
+from n2ncli.noise import parse_noise
+from n2ncli.store import (ModelRecord, check_name, default_model, find_model, load_state, models_dir,
+                          runs_dir, save_model)
+from n2ncli.train import Progress, TrainConfig, TrainResult, ValidationPairs, train
+
+PAPER_EPOCHS = 100
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """What the user asked for; ``steps``/``epochs`` None means the paper's 100 epochs."""
+
+    inputs: tuple[Path, ...]
+    name: str
+    noise: str | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 4
+    crop: int = 256
+    lr: float = 3e-4
+    gamma_end: float = 2.0
+    gamma_constant: bool = False
+    sampler: str = "random"
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    resume: bool = False
+    val: Path | None = None
+    init: str = "default"
+    precision: str = "auto"
+    compile: bool = False
+    checkpoint_every: int = 500
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    record: ModelRecord
+    result: TrainResult
+    images: int
+    skipped: tuple[str, ...]
+    init: str
+
+
+def gather_images(inputs: Sequence[Path]) -> list[Path]:
+    """Image files from files and folders, in a stable order."""
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files.extend(list_images(p))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DatasetError(f"{p}: no such file or folder")
+    if not files:
+        raise DatasetError(f"no PNG, JPEG or TIFF images in {', '.join(map(str, inputs))}")
+    return list(dict.fromkeys(files))
+
+
+def fingerprint(paths: Sequence[Path]) -> str:
+    """Names and sizes of the training files: a resume on different data is refused."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(f"{p.name}:{p.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def read_pixels(path: Path) -> np.ndarray:
+    return read_image(path).pixels
+
+
+def load_validation(folder: Path, noise: str | None, channels: int, seed: int) -> ValidationPairs:
+    """``noisy/`` + ``clean/`` subfolders paired by name, or clean images given synthetic noise."""
+    if not folder.is_dir():
+        raise DatasetError(f"--val {folder}: folder not found")
+    noisy_dir, clean_dir = folder / "noisy", folder / "clean"
+    if noisy_dir.is_dir() and clean_dir.is_dir():
+        clean_by_stem = {p.stem: p for p in list_images(clean_dir)}
+        pairs = [(p, clean_by_stem[p.stem]) for p in list_images(noisy_dir) if p.stem in clean_by_stem]
+        if not pairs:
+            raise DatasetError(f"--val {folder}: no file in noisy/ has a namesake in clean/")
+        return ValidationPairs([read_image(a).to_float() for a, _ in pairs],
+                               [read_image(b).to_float() for _, b in pairs])
+    if noise is None:
+        raise DatasetError(f"--val {folder}: needs noisy/ and clean/ subfolders (or --noise to add noise)")
+    spec = parse_noise(noise)
+    rng = np.random.default_rng(seed)
+    clean = [read_image(p).to_float() for p in list_images(folder)]
+    if not clean:
+        raise DatasetError(f"--val {folder}: no images")
+    return ValidationPairs([spec.apply_numpy(c, rng) for c in clean], clean)
+
+
+def resolve_init(init: str, kind: str, channels: int) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """Weights to warm-start from: the shipped default of this kind, none, or a named model."""
+    if init == "none":
+        return None, "none"
+    record = default_model(kind) if init == "default" else find_model(init)
+    if record.kind != kind or record.in_channels != channels:
+        if init == "default":
+            return None, "none"
+        raise ConfigError(f"--init {init}: a {record.kind} model with {record.in_channels} channels "
+                          f"cannot start a {kind} model with {channels}")
+    return load_state(record), record.name
+
+
+def fit(request: FitRequest, on_progress: Callable[[Progress], None] | None = None,
+        on_loading: Callable[[int, int], None] | None = None) -> FitOutcome:
+    """Train a model on ``request.inputs`` and save it in the store under ``request.name``."""
+    check_name(request.name)
+    if not request.overwrite and not request.resume and (models_dir() / request.name / "model.json").exists():
+        raise ConfigError(f"a model named {request.name!r} exists already; use another --name or --overwrite")
+    if request.steps is not None and request.epochs is not None:
+        raise ConfigError("give --steps or --epochs, not both")
+    if request.noise:
+        parse_noise(request.noise)
+    device = resolve_device(request.device)
+    paths = gather_images(request.inputs)
+    images: LoadedImages = load_training_images(paths, read_pixels, channels=_channels_of(paths), progress=on_loading)
+    channels = images.arrays[0].shape[0]
+    if request.steps is not None:
+        steps = request.steps
+    else:
+        epochs = request.epochs if request.epochs is not None else PAPER_EPOCHS
+        steps = max(1, math.ceil(epochs * len(images.arrays) / request.batch_size))
+    config = TrainConfig(
+        steps=steps, batch_size=request.batch_size, crop=request.crop, lr=request.lr,
+        gamma_end=request.gamma_end, gamma_constant=request.gamma_constant, sampler=request.sampler,
+        noise=request.noise, seed=request.seed, channels=channels, kind="srgb",
+        precision=request.precision, compile=request.compile, checkpoint_every=request.checkpoint_every,
+    )
+    init_state, init_name = (None, "resume") if request.resume else resolve_init(request.init, "srgb", channels)
+    validation = load_validation(request.val, request.noise, channels, request.seed) if request.val else None
+    run_dir = runs_dir() / request.name
+    data_id = fingerprint(images.paths)
+    if request.resume:
+        from n2ncli.train import load_checkpoint
+
+        saved = load_checkpoint(run_dir / "checkpoint.pt").get("extra", {})
+        if saved.get("data") not in (None, data_id):
+            raise CheckpointError(f"{request.name}: the training files changed since the checkpoint; "
+                                  "resume with the same folder")
+        init_name = saved.get("init", init_name)
+    val_every = max(1, min(request.checkpoint_every, steps // 10 or 1))
+    result = train(config, images, device=device, run_dir=run_dir, resume=request.resume, init_state=init_state,
+                   workers=request.workers, validation=validation, val_every=val_every, on_progress=on_progress,
+                   extra={"data": data_id, "init": init_name})
+    training = {
+        "dataset": ", ".join(str(p) for p in request.inputs), "images": len(images.arrays),
+        "steps": steps, "batch_size": config.batch_size, "crop": config.crop, "lr": config.lr,
+        "lr_schedule": "x0.5 at 20/40/60/80 % of steps", "gamma_end": config.gamma_end,
+        "gamma": "constant" if config.gamma_constant else "linear ramp from 0", "sampler": config.sampler,
+        "seed": config.seed, "init": init_name, "device": str(device), "seconds": round(result.seconds, 1),
+        "final_loss": result.final_loss, "noise_added": request.noise,
+    }
+    metrics = {"val_psnr": round(result.val_psnr, 3)} if result.val_psnr is not None else {}
+    record = save_model(request.name, result.model, kind="srgb", noise=request.noise or "real (as in the images)",
+                        training=training, metrics=metrics, overwrite=True)
+    return FitOutcome(record, result, len(images.arrays), images.skipped, init_name)
+
+
+def _channels_of(paths: Sequence[Path]) -> int:
+    """RGB unless every readable image is grey (then a 1-channel model is trained)."""
+    for p in paths[:16]:
+        try:
+            if read_image(p).pixels.shape[2] == 3:
+                return 3
+        except Exception:  # noqa: BLE001 - unreadable files are reported by the loader
+            continue
+    return 1 if paths else 3

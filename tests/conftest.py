@@ -1,0 +1,63 @@
+"""Shared fixtures: an isolated user store for every test, and the project's real test data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def n2n_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``N2N_HOME`` points at a fresh temp dir, so no test reads or writes the real user store."""
+    home = tmp_path_factory.mktemp("n2n_home")
+    monkeypatch.setenv("N2N_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: on a busy 2-core machine two threads spin against each other
+    and a tiny U-Net step gets ~10x slower. The previous setting is restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository (Kodak24, CBSD432, raw samples)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def kodak_crop(shared_data: Path) -> Callable[..., np.ndarray]:
+    """Factory: ``kodak_crop(top, left, height, width, image="kodim01.png")`` -> HxWx3 uint8 crop."""
+    cache: dict[str, np.ndarray] = {}
+
+    def crop(top: int = 200, left: int = 300, height: int = 64, width: int = 64,
+             image: str = "kodim01.png") -> np.ndarray:
+        if image not in cache:
+            path = shared_data / "kodak24" / image
+            if not path.is_file():
+                pytest.skip(f"Kodak image not found at {path}")
+            from PIL import Image
+
+            with Image.open(path) as im:
+                cache[image] = np.asarray(im.convert("RGB"))
+        full = cache[image]
+        if top + height > full.shape[0] or left + width > full.shape[1]:
+            raise ValueError(f"crop {height}x{width}+{top}+{left} outside {image} {full.shape[:2]}")
+        return np.ascontiguousarray(full[top:top + height, left:left + width])
+
+    return crop

@@ -54,7 +54,7 @@ def denoise(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (PNG, JPEG, TIFF).", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder. Default: beside each input as <stem>.n2n.<ext>.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: the shipped blind sRGB model.")] = None,
-    backend: Annotated[str, typer.Option(help="Inference backend.")] = "torch",
+    backend: Annotated[str, typer.Option(help="auto (ONNX Runtime on CPU when installed, else PyTorch), torch or onnx.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     tile: Annotated[int, typer.Option(help="Tile size in pixels (multiple of 32; 0 = whole image).")] = 1024,
     overlap: Annotated[int, typer.Option(help="Pixels blended between neighbouring tiles.")] = 32,
@@ -63,23 +63,26 @@ def denoise(
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (never the inputs).")] = False,
 ) -> None:
     """Denoise images with a trained model, in tiles, keeping bit depth, EXIF and ICC profile."""
-    from n2ncli.backends.torch import TorchPredictor
+    from n2ncli.backends.select import BACKENDS, describe, make_predictor
     from n2ncli.denoise import TileOptions, plan_jobs, run_job
-    from n2ncli.device import resolve_device
     from n2ncli.errors import ConfigError, IncompatibleModelError
-    from n2ncli.store import build_model, default_model, find_model
+    from n2ncli.store import default_model, find_model
 
-    if backend != "torch":
-        raise ConfigError(f"unknown backend {backend!r} (available: torch)")
+    if backend.lower() not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
     options = TileOptions(tile=tile, overlap=overlap, batch=batch)
     suffix = None if output_format is None else "." + output_format.lower().lstrip(".")
     jobs = plan_jobs(inputs, output, suffix=suffix, overwrite=overwrite)
     record = find_model(model) if model else default_model("srgb")
     if record.kind != "srgb":
         raise IncompatibleModelError(f"model {record.name!r} is a {record.kind} model; it cannot denoise sRGB images")
-    dev = resolve_device(device)
-    predictor = TorchPredictor(build_model(record), dev)
-    console.print(f"model [bold]{record.name}[/] ({record.noise}) on {dev}; {len(jobs)} image(s)", highlight=False)
+    notes: list[str] = []
+    predictor = make_predictor(record, backend, device, notes)
+    if _state["verbose"]:
+        for note in notes:
+            console.print(f"[dim]{note}[/]", highlight=False)
+    console.print(f"model [bold]{record.name}[/] ({record.noise}) on {describe(predictor)}; {len(jobs)} image(s)",
+                  highlight=False)
     t0 = time.perf_counter()
     with _progress() as progress:
         files = progress.add_task("images", total=len(jobs))
@@ -283,6 +286,26 @@ def models_path(name: Annotated[Optional[str], typer.Argument(help="A model (def
     from n2ncli.store import find_model, models_dir
 
     out.print(str(find_model(name).folder if name else models_dir()), highlight=False, soft_wrap=True)
+
+
+@models_app.command("export")
+def models_export(
+    name: Annotated[str, typer.Argument(help="Model name or folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.", dir_okay=False)],
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Store float16 weights and compute in float16 (GPU providers); I/O stays float32.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Export a model to ONNX (NCHW float32 in [0,1]; dynamic batch, height and width)."""
+    from n2ncli.errors import ConfigError
+    from n2ncli.export import export_onnx
+    from n2ncli.store import find_model
+
+    if output.exists() and not overwrite:
+        raise ConfigError(f"{output} exists; pass --overwrite to replace it")
+    record = find_model(name)
+    path = export_onnx(record, output, opset=opset, fp16=fp16)
+    console.print(f"exported {record.name} ({'fp16' if fp16 else 'fp32'}, opset {opset}) to {path}", highlight=False)
 
 
 # --------------------------------------------------------------------------- entry point

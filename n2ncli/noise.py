@@ -31,7 +31,7 @@ class NoiseSpec:
     @property
     def name(self) -> str:
         def fmt(v: float) -> str:
-            return f"{v:g}"
+            return f"{v:.12g}"
         level = fmt(self.lo) if self.lo == self.hi else f"{fmt(self.lo)}-{fmt(self.hi)}"
         name = f"{self.kind}{level}"
         return name if name in PRESETS else f"{self.kind}:{level}"

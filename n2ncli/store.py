@@ -58,7 +58,7 @@ def runs_dir() -> Path:
 
 def check_name(name: str) -> str:
     """Model names become folder names: letters, digits, ``.``, ``_``, ``-``."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ConfigError(f"bad model name {name!r}: use letters, digits, '.', '_' or '-' (max 64)")
     return name
 
@@ -245,6 +245,7 @@ def write_record(record: ModelRecord) -> None:
 
 def remove_model(name: str) -> Path:
     """Delete a user model; shipped models cannot be removed."""
+    check_name(name)  # a path here could delete any folder that holds a model.json
     folder = models_dir() / name
     if not (folder / META_FILE).is_file():
         shipped = any(r.name == name for r in _records_in(SHIPPED_DIR, True))

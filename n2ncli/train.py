@@ -30,6 +30,8 @@ from n2ncli.noise import NoiseSpec, parse_noise
 from n2ncli.sampler import SAMPLERS
 
 CHECKPOINT_FORMAT = "n2ncli-checkpoint-1"
+#: Settings that do not change what a run computes: a resume may change them.
+BOOKKEEPING = frozenset({"checkpoint_every", "checkpoint_seconds", "compile", "precision"})
 #: Decoded training sets up to this size live on the GPU (crops then cost one gather).
 DEVICE_CACHE_BYTES = 8 << 30
 
@@ -70,6 +72,8 @@ class TrainConfig:
             (self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {self.sampler!r}"),
             (self.lr_schedule in ("step", "cosine"), f"lr schedule must be step or cosine, got {self.lr_schedule!r}"),
             (self.checkpoint_every >= 1, "checkpoint interval must be >= 1"),
+            (self.net_init in ("torch", "official"), f"network init must be torch or official, got {self.net_init!r}"),
+            (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -199,8 +203,9 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
     if resume:
         state = load_checkpoint(ckpt_path)
         saved = TrainConfig.from_dict(state["config"])
-        if saved != config:
-            diff = [f.name for f in dataclasses.fields(config) if getattr(saved, f.name) != getattr(config, f.name)]
+        diff = [f.name for f in dataclasses.fields(config)
+                if f.name not in BOOKKEEPING and getattr(saved, f.name) != getattr(config, f.name)]
+        if diff:
             raise CheckpointError(f"settings differ from the checkpoint's ({', '.join(diff)}); resume with the same options")
         model.load_state_dict(_strip_compiled(state["model"]))
         start_step, elapsed0 = int(state["step"]), float(state.get("elapsed", 0.0))

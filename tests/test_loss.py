@@ -10,6 +10,8 @@ from n2ncli.errors import ConfigError
 from n2ncli.loss import GammaSchedule, n2n_loss
 from n2ncli.sampler import draw_pair_indices, subsample_pair
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _tiny_net(seed: int = 0) -> nn.Module:
     """Two small convs: non-linear, any spatial size, a handful of parameters (float32)."""

@@ -40,8 +40,10 @@ def test_bad_noise_strings_are_config_errors_quoting_the_value(bad: str) -> None
     assert repr(bad) in str(info.value)
 
 
-@pytest.mark.parametrize("name", [*PRESETS, "gaussian:15", "gaussian:2.5", "gaussian:10-20", "poisson:10-20",
-                                  "poisson:7.5", "gaussian:12.5-37.5"])
+@pytest.mark.parametrize("name", [
+    *PRESETS, "gaussian:15", "gaussian:2.5", "gaussian:10-20", "poisson:10-20", "poisson:7.5", "gaussian:12.5-37.5",
+    "poisson:1000000", "gaussian:12.3456789",
+])
 def test_names_round_trip(name: str) -> None:
     spec = parse_noise(name)
     assert spec.name == name

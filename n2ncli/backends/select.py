@@ -1,0 +1,116 @@
+"""Choose and build the inference backend for a model: PyTorch or ONNX Runtime.
+
+``auto`` takes ONNX Runtime on CPU (measurably faster there, see bench/onnx_vs_torch.py) when
+it is installed, and PyTorch on GPUs unless ONNX Runtime's own CUDA provider really starts.
+"""
+
+from __future__ import annotations
+
+from n2ncli.backends import Predictor
+from n2ncli.errors import ConfigError
+from n2ncli.store import ModelRecord
+
+BACKENDS = ("auto", "torch", "onnx")
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _torch(record: ModelRecord, device: str) -> Predictor:
+    from n2ncli.backends.torch import TorchPredictor
+    from n2ncli.device import resolve_device
+    from n2ncli.store import build_model
+
+    return TorchPredictor(build_model(record), resolve_device(device))
+
+
+def _ort_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _onnx(record: ModelRecord, gpu: bool, notes: list[str]) -> Predictor:
+    """An OnnxPredictor; on GPUs fp16 (as the torch backend), falling back to an fp32 CPU session."""
+    from n2ncli.backends.onnx import CPU, CUDA, TENSORRT, OnnxPredictor
+    from n2ncli.export import cached_onnx
+
+    if gpu and not _gpu_provider_listed():
+        from n2ncli.backends.onnx import import_ort
+
+        have = ", ".join(import_ort().get_available_providers())
+        notes.append(f"ONNX Runtime: no GPU provider in this build (have: {have}; pip install onnxruntime-gpu); using CPU")
+    elif gpu:
+        predictor = OnnxPredictor(cached_onnx(record, fp16=True), record.in_channels, providers=[TENSORRT, CUDA])
+        notes.extend(predictor.notes)
+        if predictor.provider != CPU:
+            return predictor
+        notes.append("ONNX Runtime: no GPU provider started; using the fp32 model on CPU")
+    predictor = OnnxPredictor(cached_onnx(record), record.in_channels, providers=[CPU])
+    notes.extend(predictor.notes)
+    return predictor
+
+
+def _gpu_provider_listed() -> bool:
+    from n2ncli.backends.onnx import CUDA, TENSORRT, import_ort
+
+    available = import_ort().get_available_providers()
+    return CUDA in available or TENSORRT in available
+
+
+def make_predictor(record: ModelRecord, backend: str = "auto", device: str = "auto",
+                   verbose_notes: list[str] | None = None) -> Predictor:
+    """The predictor for ``record`` on ``backend`` ('auto', 'torch', 'onnx') and ``device``.
+
+    Why a choice was made or fell back is appended to ``verbose_notes`` (shown with --verbose).
+    """
+    notes = verbose_notes if verbose_notes is not None else []
+    backend, device = backend.lower(), device.lower()
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
+    if device.split(":")[0] not in _DEVICES:
+        raise ConfigError(f"unknown device {device!r} (use one of {', '.join(_DEVICES)})")
+    if backend == "torch":
+        return _torch(record, device)
+    if backend == "onnx":
+        from n2ncli.backends.onnx import import_ort
+
+        import_ort()  # a clear "pip install onnxruntime" before any export work
+        if device == "mps":
+            notes.append("ONNX Runtime has no MPS provider here; running on CPU")
+        if ":" in device and device.split(":")[1] not in ("", "0"):
+            notes.append(f"ONNX Runtime backend uses the first GPU; {device} ignored")
+        gpu = device.startswith("cuda") or (device == "auto" and _gpu_provider_listed())
+        return _onnx(record, gpu, notes)
+    # auto: resolve the device as torch sees it, then prefer ONNX Runtime where it pays off
+    from n2ncli.device import resolve_device
+
+    dev = resolve_device(device)
+    if not _ort_available():
+        notes.append("backend auto: onnxruntime is not installed; using PyTorch")
+        return _torch(record, str(dev))
+    if dev.type == "cpu":
+        notes.append("backend auto: ONNX Runtime on CPU")
+        return _onnx(record, False, notes)
+    if dev.type == "cuda" and _gpu_provider_listed():
+        from n2ncli.backends.onnx import CPU, CUDA, TENSORRT, OnnxPredictor
+        from n2ncli.export import cached_onnx
+
+        predictor = OnnxPredictor(cached_onnx(record, fp16=True), record.in_channels, providers=[TENSORRT, CUDA])
+        notes.extend(predictor.notes)
+        if predictor.provider != CPU:
+            notes.append(f"backend auto: ONNX Runtime on {predictor.provider}")
+            return predictor
+        notes.append("backend auto: ONNX Runtime's GPU provider did not start; using PyTorch")
+    else:
+        notes.append(f"backend auto: PyTorch on {dev}")
+    return _torch(record, str(dev))
+
+
+def describe(predictor: Predictor) -> str:
+    """One line naming the backend and where it runs, for the CLI's status line."""
+    provider = getattr(predictor, "provider", None)
+    if provider is not None:
+        return f"onnxruntime {provider.replace('ExecutionProvider', '')}"
+    device = getattr(predictor, "device", None)
+    return f"torch {device}" if device is not None else type(predictor).__name__

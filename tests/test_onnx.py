@@ -1,0 +1,176 @@
+"""ONNX export and the ONNX Runtime backend: parity with PyTorch, the export cache, providers, CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from n2ncli.backends.onnx import CPU, CUDA, OnnxPredictor, choose_providers  # noqa: E402
+from n2ncli.backends.select import make_predictor  # noqa: E402
+from n2ncli.backends.torch import TorchPredictor  # noqa: E402
+from n2ncli.errors import ConfigError, IncompatibleModelError  # noqa: E402
+from n2ncli.export import cached_onnx, export_onnx, onnx_cache_dir  # noqa: E402
+from n2ncli.store import build_model, default_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def record():
+    return default_model("srgb")
+
+
+@pytest.fixture(scope="module")
+def exported(record, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fp32 export shared by the module (each export costs ~2 s of tracing)."""
+    return export_onnx(record, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def torch_predictor(record) -> TorchPredictor:
+    return TorchPredictor(build_model(record), "cpu")
+
+
+@pytest.fixture
+def seeded_cache(record, exported: Path) -> Path:
+    """The module's export placed where ``cached_onnx`` looks, so tests needn't re-export."""
+    target = onnx_cache_dir() / f"{record.sha256}.onnx"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(exported, target)
+    return target
+
+
+def _noisy(crop: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (crop.astype(np.float32) / 255 + rng.normal(0, 25 / 255, crop.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("size", [(96, 128), (75, 101), (19, 37)])
+def test_onnx_matches_torch_on_kodak(size, exported: Path, torch_predictor, kodak_crop: Callable) -> None:
+    """fp32 ONNX Runtime output equals PyTorch's to 1e-4, also at sides that are not multiples of 32
+    and at sides under 32 (where the U-Net replicates instead of reflecting)."""
+    x = _noisy(kodak_crop(200, 300, *size))[None]
+    onnx_out = OnnxPredictor(exported, 3, threads=1).predict(x)
+    torch_out = torch_predictor.predict(x)
+    assert onnx_out.shape == x.shape and onnx_out.dtype == np.float32
+    assert np.abs(onnx_out - torch_out).max() < 1e-4
+
+
+def test_exported_graph_pads_itself_at_odd_sizes(exported: Path, torch_predictor, kodak_crop: Callable) -> None:
+    """The file alone (no numpy padding) handles sizes that are not multiples of 32, in a batch."""
+    x = np.stack([_noisy(kodak_crop(0, 0, 75, 101), s) for s in (1, 2)])
+    session = ort.InferenceSession(str(exported), providers=[CPU])
+    y = session.run(None, {"input": np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0].transpose(0, 2, 3, 1)
+    assert np.abs(y - torch_predictor.predict(x)).max() < 1e-4
+
+
+def test_export_is_valid_onnx_with_metadata(exported: Path, record) -> None:
+    model = onnx.load(str(exported))
+    onnx.checker.check_model(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["n2ncli_sha256"] == record.sha256 and meta["n2ncli_precision"] == "fp32"
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+
+
+def test_cached_onnx_exports_once(record, n2n_home: Path) -> None:
+    path = cached_onnx(record)
+    assert path == n2n_home / "cache" / "onnx" / f"{record.sha256}.onnx"
+    first = path.stat().st_mtime_ns
+    assert cached_onnx(record) == path
+    assert path.stat().st_mtime_ns == first
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left behind
+
+
+def test_cpu_provider_and_threads(exported: Path) -> None:
+    predictor = OnnxPredictor(exported, 3, threads=1)
+    assert predictor.provider == CPU and predictor.notes == []
+    assert predictor.session.get_providers()[0] == CPU
+
+
+@pytest.mark.skipif(CUDA in ort.get_available_providers(), reason="this ONNX Runtime has CUDA")
+def test_requesting_cuda_falls_back_to_cpu_with_a_note(exported: Path) -> None:
+    predictor = OnnxPredictor(exported, 3, providers=[CUDA], threads=1)
+    assert predictor.provider == CPU
+    assert any(CUDA in note for note in predictor.notes)
+
+
+def test_choose_providers_keeps_order_and_ends_with_cpu() -> None:
+    available = ["TensorrtExecutionProvider", CUDA, CPU]
+    assert choose_providers(None, available) == (available, [])
+    assert choose_providers(None, [CPU]) == ([CPU], [])
+    chosen, notes = choose_providers([CUDA], [CPU])
+    assert chosen == [CPU] and len(notes) == 1
+
+
+def test_channel_mismatch_is_incompatible(exported: Path) -> None:
+    with pytest.raises(IncompatibleModelError):
+        OnnxPredictor(exported, 4)
+
+
+def test_corrupt_onnx_file_is_our_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf")
+    with pytest.raises(IncompatibleModelError):
+        OnnxPredictor(bad, 3)
+
+
+def test_make_predictor_auto_picks_onnx_on_cpu(record, seeded_cache: Path) -> None:
+    notes: list[str] = []
+    predictor = make_predictor(record, "auto", "cpu", notes)
+    assert isinstance(predictor, OnnxPredictor) and predictor.provider == CPU and notes
+
+
+def test_make_predictor_without_onnxruntime(record, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
+    with pytest.raises(ConfigError, match="pip install onnxruntime"):
+        make_predictor(record, "onnx", "cpu", [])
+    notes: list[str] = []
+    assert isinstance(make_predictor(record, "auto", "cpu", notes), TorchPredictor)
+    assert any("not installed" in n for n in notes)
+
+
+def test_unknown_backend_is_config_error(record) -> None:
+    with pytest.raises(ConfigError, match="unknown backend"):
+        make_predictor(record, "tensorflow", "cpu", [])
+
+
+def test_cli_onnx_output_matches_torch(tmp_path: Path, kodak_crop: Callable, seeded_cache: Path) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from n2ncli.cli import app
+
+    src = tmp_path / "noisy.png"
+    Image.fromarray(np.clip(_noisy(kodak_crop(100, 100, 75, 101)) * 255 + 0.5, 0, 255).astype(np.uint8)).save(src)
+    runner = CliRunner()
+    outs = {}
+    for backend in ("torch", "onnx"):
+        target = tmp_path / f"{backend}.png"
+        result = runner.invoke(app, ["denoise", str(src), "-o", str(target), "--backend", backend, "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        with Image.open(target) as im:
+            outs[backend] = np.asarray(im).astype(int)
+    assert outs["onnx"].shape == (75, 101, 3)
+    assert np.abs(outs["onnx"] - outs["torch"]).max() <= 1
+
+
+def test_cli_models_export_writes_valid_onnx_and_refuses_overwrite(tmp_path: Path, record) -> None:
+    target = tmp_path / "model.onnx"
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "n2ncli", "models", "export", record.name, "-o", str(target)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    onnx.checker.check_model(str(target))
+    mtime = target.stat().st_mtime_ns
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    assert target.stat().st_mtime_ns == mtime

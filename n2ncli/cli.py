@@ -221,7 +221,8 @@ def evaluate_cmd(
     record = find_model(model) if model else default_model("srgb")
     predictor = TorchPredictor(build_model(record), resolve_device(device))
     images = [(p.name, read_image(p).pixels) for p in paths]
-    images = [(n, a if a.dtype == np.uint8 else (a // 257).astype(np.uint8)) for n, a in images]
+    images = [(n, a if a.dtype == np.uint8 else ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8))
+              for n, a in images]
     reps = repeats or default_repeats
     with _progress() as progress:
         task = progress.add_task(f"{name} {spec.name}", total=len(images) * reps)
@@ -233,7 +234,7 @@ def evaluate_cmd(
         table.add_column(col, justify="right" if col else "left")
     table.add_row("noisy input", f"{s['noisy_psnr']:.2f}", f"{s['noisy_ssim']:.4f}")
     table.add_row(f"[bold]{record.name}[/]", f"[bold]{s['psnr']:.2f}[/]", f"[bold]{s['ssim']:.4f}[/]")
-    if s["paper_psnr"] is not None:
+    if s["paper_psnr"] is not None and dataset.lower() in DATASETS and not limit and reps == default_repeats:
         table.add_row("paper (Table 1)", f"{s['paper_psnr']:.2f}", f"{s['paper_ssim']:.3f}")
     out.print(table)
     if json_path:
@@ -330,13 +331,12 @@ def main() -> None:
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code or 0)
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors arrive here with standalone_mode=False
+        # typer may bundle its own click: recognise its exceptions by shape, not by import
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
         if _state["debug"]:
             raise

@@ -74,6 +74,8 @@ def export_onnx(record_or_model: ModelRecord | UNet, path: str | os.PathLike[str
         module.net.load_state_dict(net.state_dict())
     module = module.eval()
     dummy = torch.rand(1, net.in_channels, *_TRACE_SHAPE, generator=torch.Generator().manual_seed(0))
+    if fp16 and torch.cuda.is_available():  # tracing runs the net once; CPU float16 convs are slow
+        module, dummy = module.to("cuda"), dummy.to("cuda")
     axes = {0: "batch", 2: "height", 3: "width"}
     target = Path(path)
     with atomic_path(target) as tmp:

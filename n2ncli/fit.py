@@ -149,6 +149,9 @@ def fit(request: FitRequest, on_progress: Callable[[Progress], None] | None = No
     init_state, init_name = (None, "resume") if request.resume else resolve_init(request.init, "srgb", channels)
     validation = load_validation(request.val, request.noise, channels, request.seed) if request.val else None
     run_dir = runs_dir() / request.name
+    if not request.resume and (run_dir / "checkpoint.pt").exists() and not request.overwrite:
+        raise ConfigError(f"an unfinished run named {request.name!r} exists; continue it with --resume "
+                          "or start over with --overwrite")
     data_id = fingerprint(images.paths)
     if request.resume:
         from n2ncli.train import load_checkpoint
@@ -173,6 +176,7 @@ def fit(request: FitRequest, on_progress: Callable[[Progress], None] | None = No
     metrics = {"val_psnr": round(result.val_psnr, 3)} if result.val_psnr is not None else {}
     record = save_model(request.name, result.model, kind="srgb", noise=request.noise or "real (as in the images)",
                         training=training, metrics=metrics, overwrite=True)
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the run is finished: its model is in the store
     return FitOutcome(record, result, len(images.arrays), images.skipped, init_name)
 
 

@@ -252,4 +252,5 @@ def remove_model(name: str) -> Path:
         why = "it ships with n2ncli and cannot be removed" if shipped else "no such model in the store"
         raise ModelNotFoundError(f"cannot remove {name!r}: {why}")
     shutil.rmtree(folder)
+    shutil.rmtree(runs_dir() / name, ignore_errors=True)  # its training checkpoint, if any
     return folder

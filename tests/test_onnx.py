@@ -174,3 +174,19 @@ def test_cli_models_export_writes_valid_onnx_and_refuses_overwrite(tmp_path: Pat
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "--overwrite" in again.stderr
     assert target.stat().st_mtime_ns == mtime
+
+
+def test_fp16_export_keeps_float32_io(tmp_path: Path) -> None:
+    """fp16 files take and give float32 (callers never change dtype) and stay close to fp32."""
+    import torch
+
+    from n2ncli.nets.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(3, features=8).eval()
+    path16 = export_onnx(net, tmp_path / "small16.onnx", fp16=True)
+    path32 = export_onnx(net, tmp_path / "small32.onnx")
+    x = np.random.default_rng(0).random((1, 40, 52, 3), dtype=np.float32)
+    y16 = OnnxPredictor(path16, 3, threads=1).predict(x)
+    y32 = OnnxPredictor(path32, 3, threads=1).predict(x)
+    assert y16.dtype == np.float32 and np.abs(y16 - y32).max() < 1e-2

@@ -44,7 +44,7 @@ def main_options(
 
 
 def _warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- denoise
@@ -252,7 +252,7 @@ def models_list() -> None:
 
     table = Table()
     for col in ("name", "kind", "noise", "channels", "source", "Kodak σ=25 PSNR", "created"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("name", "noise"), overflow="fold")
     for r in list_models():
         k25 = r.metrics.get("kodak/gaussian25", {}).get("psnr") if isinstance(r.metrics.get("kodak/gaussian25"), dict) else None
         table.add_row(r.name, r.kind, r.noise, str(r.in_channels), "shipped" if r.shipped else "yours",

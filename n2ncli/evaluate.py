@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from n2ncli.backends import Predictor
+from n2ncli.errors import IncompatibleModelError
 from n2ncli.metrics import quantize_uint8, psnr, ssim
 from n2ncli.noise import NoiseSpec
 
@@ -111,7 +112,7 @@ def _match_channels(img: np.ndarray, channels: int) -> np.ndarray:
     if img.shape[2] == 1 and channels == 3:
         return np.repeat(img, 3, axis=2)
     if img.shape[2] == 3 and channels == 1:
-        raise ValueError("a grey model cannot score colour images")
+        raise IncompatibleModelError("a grey (1-channel) model cannot score colour images")
     return img
 
 

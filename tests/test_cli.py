@@ -236,9 +236,6 @@ def test_models_list_shows_the_shipped_model() -> None:
     assert re.search(rf"{SHIPPED}\s.*\sshipped\s", result.stdout)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="models list at the default 80 columns (any pipe, CI log) truncates names to "
-                          "'srgb-gaus…': the name column may shrink and ellipsize")
 def test_models_list_names_survive_80_columns() -> None:
     result = CliRunner(env={"COLUMNS": "80"}).invoke(cli.app, ["models", "list"])
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -19,32 +18,19 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import best_of, cpu_name  # noqa: E402
+from n2ncli.backends.select import make_predictor  # noqa: E402
 from n2ncli.backends.torch import TorchPredictor  # noqa: E402
 from n2ncli.data import LoadedImages  # noqa: E402
 from n2ncli.denoise import Job, TileOptions, run_job  # noqa: E402
 from n2ncli.io.image import write_image  # noqa: E402
-from n2ncli.nets.unet import UNet, gflop_per_megapixel  # noqa: E402
+from n2ncli.nets.unet import gflop_per_megapixel  # noqa: E402
 from n2ncli.store import build_model, default_model  # noqa: E402
 from n2ncli.train import TrainConfig, train  # noqa: E402
 
 
-def best_of(fn, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -75,15 +61,16 @@ def main() -> None:
         rng = np.random.default_rng(1)
         base = np.linspace(0, 1, w, dtype=np.float32)[None, :, None] * np.ones((h, 1, 3), np.float32)
         write_image(src, np.clip(base + rng.normal(0, 0.1, (h, w, 3)).astype(np.float32), 0, 1), bit_depth=8)
-        pred = TorchPredictor(model, "cpu")
         opts = TileOptions()
-        t = time.perf_counter()
-        run_job(Job(src, Path(tmp) / "out.png"), pred, opts)
-        t = time.perf_counter() - t
-        mp = h * w / 1e6
-        rows.append((f"end to end {mp:.0f} MP PNG (read, tile {opts.tile}+{opts.context} context, write)",
-                     f"{mp / t:.3f} MP/s", f"{t:.1f} s"))
-        print(rows[-1], flush=True)
+        for backend in ("torch", "onnx"):
+            pred = make_predictor(default_model("srgb"), backend, "cpu")
+            t = time.perf_counter()
+            run_job(Job(src, Path(tmp) / f"out-{backend}.png"), pred, opts)
+            t = time.perf_counter() - t
+            mp = h * w / 1e6
+            rows.append((f"end to end {mp:.0f} MP PNG, --backend {backend} (read, tile {opts.tile}+{opts.context} "
+                         "context, write)", f"{mp / t:.3f} MP/s", f"{t:.1f} s"))
+            print(rows[-1], flush=True)
 
     arrays = tuple(np.random.default_rng(i).integers(0, 255, (3, 320, 480), dtype=np.uint8) for i in range(8))
     images = LoadedImages(arrays, tuple(Path(f"{i}") for i in range(8)), (), 255.0)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import best_of, cpu_name  # noqa: E402
 from n2ncli.backends.onnx import OnnxPredictor, physical_cores  # noqa: E402
 from n2ncli.backends.torch import TorchPredictor  # noqa: E402
 from n2ncli.export import export_onnx  # noqa: E402
@@ -25,23 +27,7 @@ from n2ncli.nets.unet import gflop_per_megapixel  # noqa: E402
 from n2ncli.store import build_model, default_model  # noqa: E402
 
 
-def best_of(fn, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def main() -> None:

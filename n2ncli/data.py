@@ -8,7 +8,7 @@ prepare batches ahead in any order.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +32,59 @@ class LoadedImages:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays)
 
+    @property
+    def shapes(self) -> list[tuple[int, int, int]]:
+        return [a.shape for a in self.arrays]
+
+
+@dataclass(frozen=True)
+class StreamedImages:
+    """Training images too large to hold decoded: only their (even) shapes are kept.
+
+    Crops are cut after decoding the file again, in DataLoader workers, with a small per-process
+    cache; a folder of hundreds of 24-megapixel photos then trains in bounded memory.
+    """
+
+    paths: tuple[Path, ...]
+    shape_list: tuple[tuple[int, int, int], ...]
+    skipped: tuple[str, ...]
+    reader: Callable[[Path], np.ndarray]
+    cache_size: int = 4
+    nbytes: float = float("inf")  # never cached on the accelerator
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def shapes(self) -> list[tuple[int, int, int]]:
+        return list(self.shape_list)
+
+    def crop_float(self, i: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """CxhXw float32 in [0,1] from image ``i`` (decoded again unless recently used)."""
+        img = self._cache.pop(i, None)
+        if img is None:
+            native = self.reader(self.paths[i])
+            scale = np.float32(1.0 / (65535.0 if native.dtype == np.uint16 else 255.0))
+            c, hh, ww = self.shape_list[i]
+            img = (native[:hh, :ww].transpose(2, 0, 1).astype(np.float32)) * scale
+        self._cache[i] = img  # most recently used last
+        while len(self._cache) > self.cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        return img[:, y:y + h, x:x + w]
+
 
 def load_training_images(paths: Sequence[Path], reader: Callable[[Path], np.ndarray],
-                         channels: int, progress: Callable[[int, int], None] | None = None) -> LoadedImages:
+                         channels: int, progress: Callable[[int, int], None] | None = None,
+                         memory_budget: float = float("inf")) -> LoadedImages | StreamedImages:
     """Decode ``paths`` with ``reader`` (path -> HxWxC uint8/uint16); skip tiny or unreadable files.
 
     Images are cropped to even sizes so the 2x2 sub-sampler never sees a half cell. Mixed
-    8/16-bit folders are stored on the 16-bit scale.
+    8/16-bit folders are stored on the 16-bit scale. Past ``memory_budget`` bytes of decoded
+    pixels, only shapes are kept and training streams crops from the files (StreamedImages).
     """
     arrays: list[np.ndarray] = []
+    shapes: list[tuple[int, int, int]] = []
     kept: list[Path] = []
     skipped: list[str] = []
+    held = 0
     for i, path in enumerate(paths):
         try:
             img = reader(path)
@@ -59,11 +101,19 @@ def load_training_images(paths: Sequence[Path], reader: Callable[[Path], np.ndar
         if img.shape[2] != channels:
             skipped.append(f"{path}: has {img.shape[2]} channel(s), the model needs {channels}")
             continue
-        arrays.append(np.ascontiguousarray(img[: h - h % 2, : w - w % 2].transpose(2, 0, 1)))
+        even = np.ascontiguousarray(img[: h - h % 2, : w - w % 2].transpose(2, 0, 1))
+        shapes.append(even.shape)
         kept.append(path)
-    if not arrays:
+        held += even.nbytes
+        if held <= memory_budget:
+            arrays.append(even)
+        else:
+            arrays.clear()
+    if not kept:
         detail = f" ({len(skipped)} skipped)" if skipped else ""
         raise DatasetError(f"no usable training images{detail}")
+    if held > memory_budget:
+        return StreamedImages(tuple(kept), tuple(shapes), tuple(skipped), reader)
     sixteen = any(a.dtype == np.uint16 for a in arrays)
     if sixteen:
         arrays = [a.astype(np.uint16) * (257 if a.dtype == np.uint8 else 1) for a in arrays]
@@ -112,9 +162,9 @@ def group_crops(images: LoadedImages | Sequence[np.ndarray], plan: CropPlan) -> 
 class CropBatches(torch.utils.data.Dataset):
     """Map-style dataset whose item ``k`` is the list of crop groups of training step ``k``."""
 
-    def __init__(self, images: LoadedImages, batch: int, crop: int, seed: int) -> None:
+    def __init__(self, images: LoadedImages | StreamedImages, batch: int, crop: int, seed: int) -> None:
         self.images, self.batch, self.crop, self.seed = images, batch, crop, seed
-        self.sizes = np.array([a.shape[1:] for a in images.arrays], dtype=np.int64)
+        self.sizes = np.array([s[1:] for s in images.shapes], dtype=np.int64)
 
     def __len__(self) -> int:  # steps are unbounded; the sampler decides which are drawn
         return 2**62
@@ -122,6 +172,11 @@ class CropBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> list[torch.Tensor]:
         """Float32 crops in [0,1] for ``step``, grouped by size (converted here, in the worker)."""
         plan = plan_crops(self.sizes, self.batch, self.crop, step_generator(self.seed, step))
+        if isinstance(self.images, StreamedImages):
+            groups: dict[tuple[int, int], list[np.ndarray]] = {}
+            for i, y, x, h, w in zip(plan.image, plan.y, plan.x, plan.height, plan.width):
+                groups.setdefault((int(h), int(w)), []).append(self.images.crop_float(int(i), y, x, h, w))
+            return [torch.from_numpy(np.stack(g)) for g in groups.values()]
         scale = np.float32(1.0 / self.images.max_value)
         return [torch.from_numpy(g.astype(np.float32) * scale) for g in group_crops(self.images, plan)]
 

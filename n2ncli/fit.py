@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from n2ncli.data import LoadedImages, load_training_images
+from n2ncli.data import StreamedImages, load_training_images
 from n2ncli.device import resolve_device
 from n2ncli.errors import CheckpointError, ConfigError, DatasetError
 from n2ncli.io.image import list_images, read_image
@@ -40,7 +41,7 @@ class FitRequest:
     sampler: str = "random"
     seed: int = 0
     device: str = "auto"
-    workers: int = 0
+    workers: int | None = None  # None: 0 for in-memory images, a few when streaming from files
     resume: bool = False
     val: Path | None = None
     init: str = "default"
@@ -57,6 +58,14 @@ class FitOutcome:
     images: int
     skipped: tuple[str, ...]
     init: str
+
+
+def available_memory() -> float:
+    """Bytes of RAM free for new data (Linux/macOS via sysconf), 4 GiB where unknown."""
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return float(4 << 30)
 
 
 def gather_images(inputs: Sequence[Path]) -> list[Path]:
@@ -133,13 +142,17 @@ def fit(request: FitRequest, on_progress: Callable[[Progress], None] | None = No
         parse_noise(request.noise)
     device = resolve_device(request.device)
     paths = gather_images(request.inputs)
-    images: LoadedImages = load_training_images(paths, read_pixels, channels=_channels_of(paths), progress=on_loading)
-    channels = images.arrays[0].shape[0]
+    images = load_training_images(paths, read_pixels, channels=_channels_of(paths), progress=on_loading,
+                                  memory_budget=available_memory() / 2)
+    channels = images.shapes[0][0]
+    workers = request.workers
+    if workers is None:  # streamed crops need decoding ahead; in-memory crops are cheap
+        workers = min(4, os.cpu_count() or 1) if isinstance(images, StreamedImages) else 0
     if request.steps is not None:
         steps = request.steps
     else:
         epochs = request.epochs if request.epochs is not None else PAPER_EPOCHS
-        steps = max(1, math.ceil(epochs * len(images.arrays) / request.batch_size))
+        steps = max(1, math.ceil(epochs * len(images.paths) / request.batch_size))
     config = TrainConfig(
         steps=steps, batch_size=request.batch_size, crop=request.crop, lr=request.lr,
         gamma_end=request.gamma_end, gamma_constant=request.gamma_constant, sampler=request.sampler,
@@ -163,10 +176,10 @@ def fit(request: FitRequest, on_progress: Callable[[Progress], None] | None = No
         init_name = saved.get("init", init_name)
     val_every = max(1, min(request.checkpoint_every, steps // 10 or 1))
     result = train(config, images, device=device, run_dir=run_dir, resume=request.resume, init_state=init_state,
-                   workers=request.workers, validation=validation, val_every=val_every, on_progress=on_progress,
+                   workers=workers, validation=validation, val_every=val_every, on_progress=on_progress,
                    extra={"data": data_id, "init": init_name})
     training = {
-        "dataset": ", ".join(str(p) for p in request.inputs), "images": len(images.arrays),
+        "dataset": ", ".join(str(p) for p in request.inputs), "images": len(images.paths),
         "steps": steps, "batch_size": config.batch_size, "crop": config.crop, "lr": config.lr,
         "lr_schedule": "x0.5 at 20/40/60/80 % of steps", "gamma_end": config.gamma_end,
         "gamma": "constant" if config.gamma_constant else "linear ramp from 0", "sampler": config.sampler,
@@ -177,7 +190,7 @@ def fit(request: FitRequest, on_progress: Callable[[Progress], None] | None = No
     record = save_model(request.name, result.model, kind="srgb", noise=request.noise or "real (as in the images)",
                         training=training, metrics=metrics, overwrite=True)
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the run is finished: its model is in the store
-    return FitOutcome(record, result, len(images.arrays), images.skipped, init_name)
+    return FitOutcome(record, result, len(images.paths), images.skipped, init_name)
 
 
 def _channels_of(paths: Sequence[Path]) -> int:

@@ -344,7 +344,7 @@ class _GracefulStop:
 
 def _batch_stream(config: TrainConfig, images: LoadedImages, device: torch.device, start: int, workers: int):
     """Yield the crop groups of steps start, start+1, ... from the device cache or a DataLoader."""
-    if device.type == "cuda" and images.nbytes <= DEVICE_CACHE_BYTES:
+    if device.type == "cuda" and isinstance(images, LoadedImages) and images.nbytes <= DEVICE_CACHE_BYTES:
         torch.backends.cudnn.benchmark = True
         source = DeviceCropSource(images, config.batch_size, config.crop, config.seed, device)
         return (source.batch_for(s) for s in range(start, config.steps))

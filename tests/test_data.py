@@ -215,3 +215,19 @@ def test_device_crop_source_cuts_the_same_crops_as_crop_batches(dtype: type) -> 
         assert [t.shape for t in a] == [t.shape for t in b]
         for x, y in zip(a, b):
             assert torch.allclose(x, y, atol=1e-6)
+
+
+def test_streamed_images_give_the_same_crops_as_in_memory(shared_data: Path) -> None:
+    """Past the memory budget only shapes are kept; crops decoded again from the files are equal."""
+    from n2ncli.data import CropBatches, StreamedImages
+    from n2ncli.fit import read_pixels
+
+    paths = sorted((shared_data / "kodak24").glob("kodim0[1-3].png"))
+    held = load_training_images(paths, read_pixels, 3)
+    streamed = load_training_images(paths, read_pixels, 3, memory_budget=1_000_000)
+    assert isinstance(held, LoadedImages) and isinstance(streamed, StreamedImages)
+    assert streamed.shapes == held.shapes
+    a, b = CropBatches(held, 4, 64, seed=3), CropBatches(streamed, 4, 64, seed=3)
+    for step in (0, 7):
+        for x, y in zip(a[step], b[step]):
+            assert torch.equal(x, y)

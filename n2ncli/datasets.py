@@ -11,8 +11,8 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 from n2ncli.errors import DatasetError
 from n2ncli.fsutil import atomic_path
@@ -20,14 +20,39 @@ from n2ncli.fsutil import atomic_path
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One evaluation set: file name -> sha256, and where each file can be fetched."""
+    """One evaluation set and how to check a copy of it.
+
+    Sets whose files are known byte for byte list ``files`` (name -> sha256) and are verified by
+    hash. For the others no authoritative per-file hash can be known (copies circulate
+    re-encoded), so the record gives the image ``count`` and the allowed ``sizes`` (width,
+    height) and a copy is verified against those; ``verification`` says which applies.
+    ``url`` is a per-file format string with ``{file}``, an archive (.tgz/.zip) whose images lie
+    under ``member_prefix``, or None where no stable public download is known.
+    """
 
     name: str
     description: str
-    url: str  # format string with {file}
-    files: Mapping[str, str]
+    url: str | None
+    files: Mapping[str, str | None] = field(default_factory=dict)
     repeats: int = 1  # the paper's repeats per image for this set
+    count: int = 0
+    sizes: frozenset[tuple[int, int]] | None = None
+    member_prefix: str | None = None
+    archive_sha256: str | None = None  # None: not known, the extracted images are checked instead
 
+    @property
+    def verification(self) -> str:
+        if self.files and all(self.files.values()):
+            return "sha256 of every file"
+        return f"{self.count} images" + (" of the recorded sizes" if self.sizes else "")
+
+    @property
+    def is_archive(self) -> bool:
+        return self.url is not None and self.url.lower().endswith((".tgz", ".tar.gz", ".zip"))
+
+
+_BSD_SIZES = frozenset({(481, 321), (321, 481)})
+_FFDNET = "https://github.com/cszn/FFDNet/archive/refs/heads/master.zip"
 
 KODAK_SHA256 = {
     "kodim01.png": "a56e27cbf5f843c048b6af1d6e090760e9c92fadba88b7dee0205918a37523bd",
@@ -59,9 +84,22 @@ KODAK_SHA256 = {
 DATASETS: dict[str, DatasetSpec] = {
     "kodak": DatasetSpec(
         "kodak", "Kodak PhotoCD, 24 images 768x512 (the paper's main test set)",
-        "https://r0k.us/graphics/kodak/kodak/{file}", KODAK_SHA256, repeats=10),
+        "https://r0k.us/graphics/kodak/kodak/{file}", KODAK_SHA256, repeats=10, count=24,
+        sizes=frozenset({(768, 512), (512, 768)})),
+    "bsd300": DatasetSpec(
+        "bsd300", "BSD300 test split, 100 JPEG images 481x321 (from the BSDS300 tarball, iids_test.txt)",
+        "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/bsds/BSDS300-images.tgz",
+        repeats=3, count=100, sizes=_BSD_SIZES, member_prefix="BSDS300/images/test/"),
+    "cbsd68": DatasetSpec(
+        "cbsd68", "CBSD68, 68 colour BSD images 481x321 (FFDNet test sets)",
+        _FFDNET, count=68, sizes=_BSD_SIZES, member_prefix="FFDNet-master/testsets/CBSD68/"),
+    "mcmaster": DatasetSpec(
+        "mcmaster", "McMaster, 18 colour images 500x500 (FFDNet test sets)",
+        _FFDNET, count=18, sizes=frozenset({(500, 500)}), member_prefix="FFDNet-master/testsets/McMaster/"),
+    "set14": DatasetSpec(
+        "set14", "Set14, 14 images of mixed sizes, bridge is greyscale (super-resolution benchmark copies)",
+        None, repeats=20, count=14),
 }
-
 
 def cache_dir() -> Path:
     """Downloaded datasets live here (``$N2N_HOME/datasets`` when set, else the user cache)."""
@@ -94,6 +132,8 @@ def resolve_dataset(name: str, data_dir: Path | None = None, *, download: bool =
     folder = Path(data_dir) if data_dir is not None else cache_dir() / spec.name
     if data_dir is not None and not folder.is_dir():
         raise DatasetError(f"--data-dir {folder}: folder not found")
+    if not spec.files:
+        return _resolve_counted(spec, folder, data_dir is None and download, verify, on_download)
     paths = []
     for file, digest in spec.files.items():
         path = folder / file
@@ -102,28 +142,179 @@ def resolve_dataset(name: str, data_dir: Path | None = None, *, download: bool =
                 raise DatasetError(f"{spec.name}: {path} is missing; the folder must hold "
                                    f"{', '.join(list(spec.files)[:2])} ... ({len(spec.files)} files)")
             _download(spec, file, path, on_download)
-        if verify and _sha256(path) != digest:
+        if verify and digest and _sha256(path) != digest:
             raise DatasetError(f"{path}: sha256 does not match the registry ({spec.name}); "
                                "a different copy of the set would give numbers not comparable with the paper")
         paths.append(path)
     return paths
 
 
+_COMPLETE = ".complete"
+
+
+def _resolve_counted(spec: DatasetSpec, folder: Path, may_download: bool, verify: bool,
+                     on_download: Callable[[str, int, int], None] | None) -> list[Path]:
+    """A set checked by image count and sizes; fetched (archive) into the cache when allowed."""
+    from n2ncli.io.image import list_images
+
+    if may_download and not (folder / _COMPLETE).is_file():
+        if spec.url is None:
+            raise DatasetError(
+                f"{spec.name}: no stable public download is known; put its {spec.count} images in {folder} "
+                "or pass --data-dir DIR")
+        _download_archive(spec, folder, on_download)
+    paths = list_images(folder) if folder.is_dir() else []
+    if verify:
+        _check_counted(spec, folder, paths)
+    return paths
+
+
+def _check_counted(spec: DatasetSpec, folder: Path, paths: list[Path]) -> None:
+    from PIL import Image
+
+    where = f" (the images under {spec.member_prefix} in {spec.url})" if spec.member_prefix else ""
+    if spec.count and len(paths) != spec.count:
+        raise DatasetError(f"{spec.name}: {folder} holds {len(paths)} images, expected {spec.count}{where}")
+    if spec.sizes:
+        for path in paths:
+            try:
+                with Image.open(path) as im:
+                    size = im.size
+            except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad copy
+                raise DatasetError(f"{path}: cannot read ({exc})") from None
+            if size not in spec.sizes:
+                allowed = ", ".join(f"{w}x{h}" for w, h in sorted(spec.sizes))
+                raise DatasetError(f"{path}: {size[0]}x{size[1]} is not a size of {spec.name} ({allowed}); "
+                                   "a different copy of the set would give numbers not comparable with the paper")
+
+
+def _fetch(url: str, path: Path, label: str, on_download: Callable[[str, int, int], None] | None) -> None:
+    with urllib.request.urlopen(url, timeout=30) as response, atomic_path(path) as tmp:
+        total = int(response.headers.get("Content-Length") or 0)
+        done = 0
+        with open(tmp, "wb") as out:
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                done += len(chunk)
+                if on_download:
+                    on_download(label, done, total)
+
+
 def _download(spec: DatasetSpec, file: str, path: Path,
               on_download: Callable[[str, int, int], None] | None) -> None:
     url = spec.url.format(file=file)
     try:
-        with urllib.request.urlopen(url, timeout=30) as response, atomic_path(path) as tmp:
-            total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            with open(tmp, "wb") as out:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    done += len(chunk)
-                    if on_download:
-                        on_download(file, done, total)
+        _fetch(url, path, file, on_download)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DatasetError(
             f"cannot download {spec.name} ({url}: {reason}); offline, put the {len(spec.files)} files "
             f"({', '.join(list(spec.files)[:2])} ...) in {path.parent} or pass --data-dir DIR") from None
+
+
+def _download_archive(spec: DatasetSpec, folder: Path, on_download: Callable[[str, int, int], None] | None) -> None:
+    archive = folder.parent / f".{spec.name}-download{''.join(Path(spec.url).suffixes[-2:])}"
+    try:
+        _fetch(spec.url, archive, Path(spec.url).name, on_download)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DatasetError(
+            f"cannot download {spec.name} ({spec.url}: {reason}); offline, put its {spec.count} images "
+            f"(from {spec.member_prefix} in that archive) in {folder} or pass --data-dir DIR") from None
+    try:
+        if spec.archive_sha256 and _sha256(archive) != spec.archive_sha256:
+            raise DatasetError(f"{spec.url}: sha256 of the download does not match the registry")
+        extract_images(archive, folder, spec.member_prefix or "")
+        (folder / _COMPLETE).write_text(spec.url + "\n")
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def _safe_member(name: str, prefix: str) -> str | None:
+    """The file name to extract ``name`` as, or None: outside ``prefix``, absolute or with '..'."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not name or name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+        return None
+    norm = "/".join(parts)
+    prefix = prefix.strip("/")
+    if prefix and not norm.startswith(prefix + "/"):
+        return None
+    rest = norm[len(prefix):].strip("/") if prefix else norm
+    if not rest or "/" in rest or rest.startswith("."):
+        return None  # only files directly in the prefix folder, flattened to their names
+    return rest
+
+
+def extract_images(archive: Path, folder: Path, prefix: str) -> list[Path]:
+    """Extract the regular files directly under ``prefix`` of a .tgz/.zip into ``folder``.
+
+    Members are filtered, never trusted: links, devices, absolute paths and '..' are skipped,
+    and every file is written by its bare name, so nothing lands outside ``folder``.
+    """
+    import tarfile
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(name: str, data: bytes) -> None:
+        target = folder / name
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+        written.append(target)
+
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    name = _safe_member(info.filename, prefix)
+                    if name and not info.is_dir():
+                        save(name, zf.read(info))
+        else:
+            with tarfile.open(archive, "r:*") as tf:
+                for member in tf:
+                    name = _safe_member(member.name, prefix)
+                    if name and member.isfile():
+                        fh = tf.extractfile(member)
+                        if fh is not None:
+                            save(name, fh.read())
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetError(f"{archive}: not a readable archive ({exc})") from None
+    return written
+
+
+# ----------------------------------------------------------------------------- real noisy pairs
+
+NOISY_TAGS = ("_real", "_noisy", "_noisy_srgb")
+CLEAN_TAGS = ("_mean", "_clean", "_gt", "_gt_srgb")
+
+
+def find_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
+    """(name, noisy, clean) pairs in ``folder``: ``noisy/`` + ``clean/`` subfolders matched by stem,
+    or files named ``X_real.*`` / ``X_mean.*`` (as in public real-noise sets; also ``_noisy``/``_clean``/``_gt``).
+    """
+    from n2ncli.io.image import list_images
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"--pairs {folder}: folder not found")
+    noisy_dir, clean_dir = folder / "noisy", folder / "clean"
+    if noisy_dir.is_dir() and clean_dir.is_dir():
+        clean_by_stem = {p.stem: p for p in list_images(clean_dir)}
+        pairs = [(p.stem, p, clean_by_stem[p.stem]) for p in list_images(noisy_dir) if p.stem in clean_by_stem]
+        if not pairs:
+            raise DatasetError(f"--pairs {folder}: no file in noisy/ has a namesake in clean/")
+        return pairs
+    noisy: dict[str, Path] = {}
+    clean: dict[str, Path] = {}
+    for p in list_images(folder):
+        stem = p.stem.lower()
+        for tags, into in ((NOISY_TAGS, noisy), (CLEAN_TAGS, clean)):
+            tag = next((t for t in sorted(tags, key=len, reverse=True) if stem.endswith(t)), None)
+            if tag:
+                into[str(p.parent / p.stem[:-len(tag)])] = p
+    keys = sorted(noisy.keys() & clean.keys())
+    if not keys:
+        raise DatasetError(f"--pairs {folder}: needs noisy/ and clean/ subfolders, or files named "
+                           "NAME_real.* and NAME_mean.* (or _noisy/_clean, _noisy/_gt) side by side")
+    return [(str(Path(k).relative_to(folder)), noisy[k], clean[k]) for k in keys]

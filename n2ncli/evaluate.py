@@ -7,7 +7,7 @@ the MATLAB way, per channel, averaged; seed 101; Kodak repeated 10 times.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from n2ncli.backends import Predictor
-from n2ncli.errors import IncompatibleModelError
+from n2ncli.errors import DatasetError, IncompatibleModelError
 from n2ncli.metrics import quantize_uint8, psnr, ssim
 from n2ncli.noise import NoiseSpec
 
@@ -42,6 +42,8 @@ class ImageScore:
     ssim: float
     noisy_psnr: float
     noisy_ssim: float
+    #: other methods on the same noisy draw: name -> {"psnr": dB, "ssim": ...}
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,6 +60,14 @@ class EvalResult:
     def paper(self) -> tuple[float, float] | None:
         return PAPER_TABLE1.get((self.dataset, self.noise))
 
+    @property
+    def methods(self) -> list[str]:
+        """Names of the baselines scored beside the model, in the order they ran."""
+        return list(self.scores[0].baselines) if self.scores else []
+
+    def baseline_mean(self, method: str, metric: str) -> float:
+        return float(np.mean([s.baselines[method][metric] for s in self.scores]))
+
     def summary(self) -> dict[str, object]:
         paper = self.paper
         return {
@@ -66,45 +76,97 @@ class EvalResult:
             "psnr": self.mean("psnr"), "ssim": self.mean("ssim"),
             "noisy_psnr": self.mean("noisy_psnr"), "noisy_ssim": self.mean("noisy_ssim"),
             "paper_psnr": paper[0] if paper else None, "paper_ssim": paper[1] if paper else None,
+            "baselines": {m: {"psnr": self.baseline_mean(m, "psnr"), "ssim": self.baseline_mean(m, "ssim")}
+                          for m in self.methods},
         }
+
+
+#: ``on_output(name, repeat, clean_u8, noisy, outputs)``: every denoised draw, outputs by method
+#: ("model" and each baseline), HxWxC float32; the report keeps crops of some of them.
+OutputHook = Callable[[str, int, np.ndarray, np.ndarray, dict[str, np.ndarray]], None]
 
 
 def evaluate(predictor: Predictor, images: Sequence[tuple[str, np.ndarray]], noise: NoiseSpec,
              *, dataset: str = "custom", repeats: int = 1, seed: int = PAPER_SEED, batch: int = 1,
              with_ssim: bool = True, threads: int = 1,
-             on_image: Callable[[int, int], None] | None = None) -> EvalResult:
+             on_image: Callable[[int, int], None] | None = None,
+             baselines: Mapping[str, Predictor] | None = None, on_output: OutputHook | None = None) -> EvalResult:
     """Score ``predictor`` on clean uint8 HxWxC ``images`` under ``noise``.
 
     Noise draws follow one generator seeded with ``seed``, image by image and repeat by repeat,
     so results are reproducible; repeats of one image are denoised ``batch`` at a time.
+    ``baselines`` (name -> predictor) are scored on the very same noisy draws.
     """
     rng = np.random.default_rng(seed)
     result = EvalResult(dataset, noise.name, repeats)
-    total = len(images) * repeats
-    nan = float("nan")
 
-    def score(name: str, r: int, clean_u8: np.ndarray, est: np.ndarray, noisy: np.ndarray) -> ImageScore:
-        est_u8, noisy_u8 = quantize_uint8(est), quantize_uint8(noisy)
-        return ImageScore(name, r, psnr(clean_u8, est_u8), ssim(clean_u8, est_u8) if with_ssim else nan,
-                          psnr(clean_u8, noisy_u8), ssim(clean_u8, noisy_u8) if with_ssim else nan)
-
-    with ThreadPoolExecutor(max_workers=max(threads, 1)) as pool:  # metrics overlap the network
-        futures = []
+    def draws():
         for name, clean_u8 in images:
             clean = clean_u8.astype(np.float32) / 255.0
             if clean.shape[2] != predictor.channels:
                 clean = _match_channels(clean, predictor.channels)
                 clean_u8 = _match_channels(clean_u8, predictor.channels)
-            noisy = [noise.apply_numpy(clean, rng) for _ in range(repeats)]
-            for start in range(0, repeats, batch):
-                out = predictor.predict(np.stack(noisy[start:start + batch]))
-                for k, est in enumerate(out):
-                    futures.append(pool.submit(score, name, start + k, clean_u8, est, noisy[start + k]))
-        for done, fut in enumerate(futures, 1):
-            result.scores.append(fut.result())
-            if on_image:
-                on_image(done, total)
+            yield name, clean_u8, [noise.apply_numpy(clean, rng) for _ in range(repeats)]
+
+    _score_all(result, predictor, draws(), len(images) * repeats, batch, with_ssim, threads, on_image,
+               baselines or {}, on_output)
     return result
+
+
+def evaluate_pairs(predictor: Predictor, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], *,
+                   dataset: str = "pairs", with_ssim: bool = True, threads: int = 1,
+                   on_image: Callable[[int, int], None] | None = None,
+                   baselines: Mapping[str, Predictor] | None = None,
+                   on_output: OutputHook | None = None) -> EvalResult:
+    """Score ``predictor`` on real noisy/clean ``pairs``: (name, noisy HxWxC float32 in [0,1], clean uint8).
+
+    Same quantisation and metrics as :func:`evaluate`; one "repeat" per pair, noise "real".
+    """
+    result = EvalResult(dataset, "real", 1)
+
+    def draws():
+        for name, noisy, clean_u8 in pairs:
+            if noisy.shape[:2] != clean_u8.shape[:2]:
+                raise DatasetError(f"{name}: noisy {noisy.shape[1]}x{noisy.shape[0]} and clean "
+                                   f"{clean_u8.shape[1]}x{clean_u8.shape[0]} differ in size")
+            noisy = _match_channels(noisy, predictor.channels)
+            yield name, _match_channels(clean_u8, predictor.channels), [noisy]
+
+    _score_all(result, predictor, draws(), len(pairs), 1, with_ssim, threads, on_image, baselines or {}, on_output)
+    return result
+
+
+def _score_all(result: EvalResult, predictor: Predictor, draws, total: int, batch: int, with_ssim: bool,
+               threads: int, on_image: Callable[[int, int], None] | None, baselines: Mapping[str, Predictor],
+               on_output: OutputHook | None) -> None:
+    nan = float("nan")
+
+    def pair(clean_u8: np.ndarray, est: np.ndarray) -> tuple[float, float]:
+        est_u8 = quantize_uint8(est)
+        return psnr(clean_u8, est_u8), ssim(clean_u8, est_u8) if with_ssim else nan
+
+    def score(name: str, r: int, clean_u8: np.ndarray, outputs: dict[str, np.ndarray], noisy: np.ndarray) -> ImageScore:
+        ours, noisy_s = pair(clean_u8, outputs["model"]), pair(clean_u8, noisy)
+        others = {m: dict(zip(("psnr", "ssim"), pair(clean_u8, outputs[m]))) for m in baselines}
+        return ImageScore(name, r, ours[0], ours[1], noisy_s[0], noisy_s[1], others)
+
+    with ThreadPoolExecutor(max_workers=max(threads, 1)) as pool:  # metrics overlap the network
+        futures = []
+        done = 0
+        for name, clean_u8, noisy in draws:
+            for start in range(0, len(noisy), max(batch, 1)):
+                chunk = np.stack(noisy[start:start + max(batch, 1)])
+                outs = {"model": predictor.predict(chunk)}
+                outs.update({m: b.predict(chunk) for m, b in baselines.items()})
+                for k in range(len(chunk)):
+                    outputs = {m: o[k] for m, o in outs.items()}
+                    if on_output:
+                        on_output(name, start + k, clean_u8, chunk[k], outputs)
+                    futures.append(pool.submit(score, name, start + k, clean_u8, outputs, chunk[k]))
+                done += len(chunk)
+                if on_image:
+                    on_image(done, total)
+        result.scores.extend(fut.result() for fut in futures)
 
 
 def _match_channels(img: np.ndarray, channels: int) -> np.ndarray:
@@ -114,6 +176,13 @@ def _match_channels(img: np.ndarray, channels: int) -> np.ndarray:
     if img.shape[2] == 3 and channels == 1:
         raise IncompatibleModelError("a grey (1-channel) model cannot score colour images")
     return img
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """uint8 or uint16 HxWxC -> uint8 (16-bit rounded to the nearest 8-bit value)."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def load_clean_images(paths: Sequence[Path], reader: Callable[[Path], np.ndarray]) -> list[tuple[str, np.ndarray]]:

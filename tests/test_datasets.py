@@ -88,3 +88,114 @@ def test_download_fills_the_cache_once(monkeypatch: pytest.MonkeyPatch, kodak24:
 def test_unknown_dataset_name(name: str) -> None:
     with pytest.raises(DatasetError, match="unknown dataset"):
         resolve_dataset(name)
+
+
+# ----------------------------------------------------------------------------- sets checked by count and size
+
+
+def _png(path: Path, width: int, height: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (width, height), (90, 120, 150)).save(path)
+
+
+def _tiny_bsd(monkeypatch: pytest.MonkeyPatch, url: str | None, prefix: str = "BSDS300/images/test/") -> None:
+    """bsd300 shrunk to 2 images of 12x8 (either orientation), fetched from ``url``."""
+    spec = dataclasses.replace(DATASETS["bsd300"], url=url, count=2, sizes=frozenset({(12, 8), (8, 12)}),
+                               member_prefix=prefix)
+    monkeypatch.setitem(DATASETS, "bsd300", spec)
+
+
+def test_registry_records_every_paper_set() -> None:
+    assert {"kodak", "bsd300", "cbsd68", "set14", "mcmaster"} <= set(DATASETS)
+    assert (DATASETS["kodak"].repeats, DATASETS["bsd300"].repeats, DATASETS["set14"].repeats) == (10, 3, 20)
+    assert DATASETS["bsd300"].count == 100 and DATASETS["cbsd68"].count == 68 and DATASETS["mcmaster"].count == 18
+    assert DATASETS["kodak"].verification == "sha256 of every file"
+    assert DATASETS["bsd300"].verification == "100 images of the recorded sizes"
+
+
+def test_counted_set_from_a_folder_checks_count_and_sizes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _tiny_bsd(monkeypatch, None)
+    _png(tmp_path / "1.png", 12, 8)
+    with pytest.raises(DatasetError, match="holds 1 images, expected 2"):
+        resolve_dataset("bsd300", data_dir=tmp_path)
+    _png(tmp_path / "2.png", 12, 9)
+    with pytest.raises(DatasetError, match=r"2\.png: 12x9 is not a size of bsd300"):
+        resolve_dataset("bsd300", data_dir=tmp_path)
+    _png(tmp_path / "2.png", 8, 12)
+    assert [p.name for p in resolve_dataset("bsd300", data_dir=tmp_path)] == ["1.png", "2.png"]
+
+
+def test_set_without_a_known_source_says_where_to_put_it(n2n_home: Path) -> None:
+    with pytest.raises(DatasetError) as info:
+        resolve_dataset("set14")
+
+    assert str(n2n_home / "datasets" / "set14") in str(info.value) and "--data-dir" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["tgz", "zip"])
+def test_archive_download_extracts_only_safe_members_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                          n2n_home: Path, kind: str) -> None:
+    import tarfile
+    import zipfile
+
+    src = tmp_path / "src"
+    _png(src / "a.png", 12, 8)
+    _png(src / "b.png", 8, 12)
+    members = {"BSDS300/images/test/a.png": src / "a.png", "BSDS300/images/test/b.png": src / "b.png",
+               "BSDS300/images/train/c.png": src / "a.png",  # another split: not extracted
+               "BSDS300/images/test/../../../../evil.png": src / "a.png", "/abs.png": src / "a.png"}
+    archive = tmp_path / f"BSDS300-images.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name, path in members.items():
+                zf.write(path, name)
+    else:
+        with tarfile.open(archive, "w:gz") as tf:
+            for name, path in members.items():
+                tf.add(path, name)
+            link = tarfile.TarInfo("BSDS300/images/test/link.png")
+            link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tf.addfile(link)
+    _tiny_bsd(monkeypatch, f"file://{archive}")
+    progress: list[str] = []
+
+    paths = resolve_dataset("bsd300", on_download=lambda f, d, t: progress.append(f))
+    again = resolve_dataset("bsd300", on_download=lambda f, d, t: progress.append("again"))
+
+    target = n2n_home / "datasets" / "bsd300"
+    assert paths == again == [target / "a.png", target / "b.png"]
+    assert progress and "again" not in progress
+    assert sorted(p.name for p in target.iterdir()) == [".complete", "a.png", "b.png"]
+    assert not list(n2n_home.rglob("evil.png")) and not list(n2n_home.rglob("abs.png"))
+    assert not list((n2n_home / "datasets").glob(".bsd300-download*")), "the archive was kept"
+
+
+def test_offline_archive_download_says_where_to_put_the_images(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                               n2n_home: Path) -> None:
+    _tiny_bsd(monkeypatch, f"file://{tmp_path}/missing.tgz")
+
+    with pytest.raises(DatasetError) as info:
+        resolve_dataset("bsd300")
+
+    assert str(n2n_home / "datasets" / "bsd300") in str(info.value) and "BSDS300/images/test/" in str(info.value)
+
+
+def test_pairs_by_subfolder_and_by_real_mean_names(tmp_path: Path) -> None:
+    from n2ncli.datasets import find_pairs
+
+    for sub in ("noisy", "clean"):
+        _png(tmp_path / "a" / sub / "x.png", 4, 4)
+    _png(tmp_path / "a" / "noisy" / "lonely.png", 4, 4)
+    _png(tmp_path / "b" / "Canon_1_real.png", 4, 4)
+    _png(tmp_path / "b" / "Canon_1_mean.png", 4, 4)
+    _png(tmp_path / "b" / "cam2" / "s_noisy.png", 4, 4)
+    _png(tmp_path / "b" / "cam2" / "s_gt.png", 4, 4)
+
+    assert find_pairs(tmp_path / "a") == [("x", tmp_path / "a/noisy/x.png", tmp_path / "a/clean/x.png")]
+    assert find_pairs(tmp_path / "b") == [
+        ("Canon_1", tmp_path / "b/Canon_1_real.png", tmp_path / "b/Canon_1_mean.png"),
+        ("cam2/s", tmp_path / "b/cam2/s_noisy.png", tmp_path / "b/cam2/s_gt.png")]
+    with pytest.raises(DatasetError, match="NAME_real"):
+        find_pairs(tmp_path / "a" / "noisy")

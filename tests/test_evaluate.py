@@ -93,3 +93,77 @@ def test_grey_images_are_replicated_for_an_rgb_predictor(kodak_crop: Callable[..
     (score,) = result.scores
     assert score.noisy_psnr == pytest.approx(_psnr(clean3, noisy), abs=1e-9)
     assert score.psnr == score.noisy_psnr
+
+
+# ----------------------------------------------------------------------------- baselines and real pairs
+
+
+class Gradient:
+    """Not flip-equivariant: adds a ramp along the width, so a wrong inverse transform shows."""
+
+    channels = 3
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        self.shapes.append(batch.shape)
+        return batch + np.linspace(0.0, 1.0, batch.shape[2], dtype=np.float32)[None, None, :, None]
+
+
+def test_self_ensemble_undoes_each_of_the_8_transforms() -> None:
+    from n2ncli.baselines import SelfEnsemble
+
+    rng = np.random.default_rng(0)
+    batch = rng.random((2, 19, 37, 3), dtype=np.float32)
+
+    assert np.allclose(SelfEnsemble(Identity()).predict(batch), batch, atol=1e-7)
+    inner = Gradient()
+    out = SelfEnsemble(inner).predict(batch)
+    # the 8 ramps (along width, reversed, along height, ...) average to a constant 0.5
+    assert np.allclose(out, batch + 0.5, atol=1e-6)
+    assert sorted(s[1:3] for s in inner.shapes) == [(19, 37)] * 4 + [(37, 19)] * 4
+
+
+def test_estimate_sigma_of_gaussian_noise() -> None:
+    from n2ncli.baselines import estimate_sigma
+
+    rng = np.random.default_rng(1)
+    noisy = 0.5 + rng.normal(0.0, 25 / 255, (128, 160, 3))
+
+    assert estimate_sigma(noisy) == pytest.approx(25 / 255, rel=0.05)
+
+
+def test_baselines_see_the_same_draws_and_hooks_get_every_output(images: list[tuple[str, np.ndarray]]) -> None:
+    seen: list[tuple[str, int, list[str]]] = []
+
+    result = evaluate(Identity(), images, parse_noise("gaussian25"), repeats=2, baselines={"same": Identity()},
+                      on_output=lambda n, r, clean, noisy, outs: seen.append((n, r, sorted(outs))))
+
+    assert seen == [("a", 0, ["model", "same"]), ("a", 1, ["model", "same"]),
+                    ("b", 0, ["model", "same"]), ("b", 1, ["model", "same"])]
+    for s in result.scores:
+        assert s.baselines["same"] == {"psnr": s.psnr, "ssim": s.ssim}
+    assert result.summary()["baselines"]["same"]["psnr"] == result.summary()["psnr"]
+
+
+def test_real_pairs_score_the_given_noisy_image(images: list[tuple[str, np.ndarray]]) -> None:
+    from n2ncli.evaluate import evaluate_pairs
+
+    name, clean = images[0]
+    noisy = clean.astype(np.float32) / 255 + 0.02
+
+    result = evaluate_pairs(Identity(), [(name, noisy, clean)])
+
+    (score,) = result.scores
+    assert result.noise == "real" and score.repeat == 0
+    assert score.noisy_psnr == pytest.approx(_psnr(clean, noisy), abs=1e-9)
+
+
+def test_real_pairs_of_different_sizes_are_refused(images: list[tuple[str, np.ndarray]]) -> None:
+    from n2ncli.errors import DatasetError
+    from n2ncli.evaluate import evaluate_pairs
+
+    name, clean = images[0]
+    with pytest.raises(DatasetError, match="differ in size"):
+        evaluate_pairs(Identity(), [(name, clean[:20].astype(np.float32) / 255, clean)])

@@ -190,3 +190,28 @@ def test_fp16_export_keeps_float32_io(tmp_path: Path) -> None:
     y16 = OnnxPredictor(path16, 3, threads=1).predict(x)
     y32 = OnnxPredictor(path32, 3, threads=1).predict(x)
     assert y16.dtype == np.float32 and np.abs(y16 - y32).max() < 1e-2
+
+
+def test_ort_allocation_failure_is_out_of_memory() -> None:
+    """ORT's allocation failures become ``OutOfMemory``, which tiling retries at a smaller tile."""
+    from n2ncli.backends import OutOfMemory
+    from n2ncli.backends.onnx import _translate
+    from n2ncli.errors import N2nError
+
+    fail = type("RuntimeException", (Exception,), {})
+    err = _translate(fail("Failed to allocate memory for requested buffer of size 123456"), "model.onnx")
+    assert isinstance(err, OutOfMemory) and isinstance(err, N2nError)
+    assert not isinstance(_translate(fail("something else"), "model.onnx"), OutOfMemory)
+
+
+def test_precision_bf16_takes_pytorch_and_onnx_refuses_it(record) -> None:
+    from n2ncli.backends.select import describe
+
+    notes: list[str] = []
+    predictor = make_predictor(record, "auto", "cpu", notes, precision="bf16")
+    assert isinstance(predictor, TorchPredictor) and describe(predictor) == "torch cpu bf16"
+    assert any("--precision bf16" in n for n in notes)
+    with pytest.raises(ConfigError, match="torch backend"):
+        make_predictor(record, "onnx", "cpu", [], precision="bf16")
+    with pytest.raises(ConfigError, match="unknown precision"):
+        make_predictor(record, "torch", "cpu", [], precision="int4")

@@ -6,6 +6,8 @@ from typing import Protocol
 
 import numpy as np
 
+from n2ncli.errors import N2nError
+
 
 class Predictor(Protocol):
     """What tiling and evaluation need from a backend, and nothing more."""
@@ -15,3 +17,7 @@ class Predictor(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Denoise NxHxWxC float32 (any H, W) -> NxHxWxC float32 (not clamped)."""
         ...
+
+
+class OutOfMemory(N2nError):
+    """A backend could not allocate memory for a batch; a smaller tile may fit."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from n2ncli.backends import OutOfMemory
 from n2ncli.errors import ConfigError, IncompatibleModelError, N2nError
 from n2ncli.nets.unet import DEPTH_MULTIPLE
 
@@ -74,7 +75,7 @@ def _translate(exc: Exception, what: str) -> N2nError:
     if name == "InvalidArgument":
         return IncompatibleModelError(f"{what}: input does not fit the model ({text})")
     if "allocate" in text.lower() or isinstance(exc, MemoryError):
-        return N2nError(f"{what}: out of memory ({text}); try a smaller --tile or --batch")
+        return OutOfMemory(f"{what}: out of memory ({text}); try a smaller --tile or --batch")
     return N2nError(f"{what}: ONNX Runtime failed ({name}: {text})")
 
 

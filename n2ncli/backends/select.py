@@ -11,15 +11,18 @@ from n2ncli.errors import ConfigError
 from n2ncli.store import ModelRecord
 
 BACKENDS = ("auto", "torch", "onnx")
+#: ``auto`` is each backend's own choice (fp32 on CPU, fp16 on GPUs); the others run on PyTorch.
+#: bf16 on CPU: -0.02 dB on Kodak sigma 25 for 1.5-2x speed on AVX-512 bf16 CPUs (docs/benchmarks.md).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def _torch(record: ModelRecord, device: str) -> Predictor:
+def _torch(record: ModelRecord, device: str, precision: str = "auto") -> Predictor:
     from n2ncli.backends.torch import TorchPredictor
     from n2ncli.device import resolve_device
     from n2ncli.store import build_model
 
-    return TorchPredictor(build_model(record), resolve_device(device))
+    return TorchPredictor(build_model(record), resolve_device(device), precision=precision)
 
 
 def _ort_available() -> bool:
@@ -59,19 +62,28 @@ def _gpu_provider_listed() -> bool:
 
 
 def make_predictor(record: ModelRecord, backend: str = "auto", device: str = "auto",
-                   verbose_notes: list[str] | None = None) -> Predictor:
+                   verbose_notes: list[str] | None = None, precision: str = "auto") -> Predictor:
     """The predictor for ``record`` on ``backend`` ('auto', 'torch', 'onnx') and ``device``.
 
-    Why a choice was made or fell back is appended to ``verbose_notes`` (shown with --verbose).
+    ``precision`` other than 'auto' (fp32, bf16, fp16) is PyTorch autocast: backend auto then
+    takes PyTorch, and the onnx backend refuses it. Why a choice was made or fell back is
+    appended to ``verbose_notes`` (shown with --verbose).
     """
     notes = verbose_notes if verbose_notes is not None else []
-    backend, device = backend.lower(), device.lower()
+    backend, device, precision = backend.lower(), device.lower(), precision.lower()
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
     if device.split(":")[0] not in _DEVICES:
         raise ConfigError(f"unknown device {device!r} (use one of {', '.join(_DEVICES)})")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r} (use one of {', '.join(PRECISIONS)})")
+    if precision != "auto" and backend == "onnx":
+        raise ConfigError(f"--precision {precision} needs the torch backend (the onnx backend picks its own)")
+    if precision != "auto" and backend == "auto":
+        notes.append(f"backend auto: PyTorch, for --precision {precision}")
+        backend = "torch"
     if backend == "torch":
-        return _torch(record, device)
+        return _torch(record, device, precision)
     if backend == "onnx":
         from n2ncli.backends.onnx import import_ort
 
@@ -113,4 +125,7 @@ def describe(predictor: Predictor) -> str:
     if provider is not None:
         return f"onnxruntime {provider.replace('ExecutionProvider', '')}"
     device = getattr(predictor, "device", None)
-    return f"torch {device}" if device is not None else type(predictor).__name__
+    if device is None:
+        return type(predictor).__name__
+    precision = getattr(predictor, "precision", "fp32")
+    return f"torch {device}" + ("" if precision == "fp32" else f" {precision}")

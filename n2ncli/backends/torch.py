@@ -12,8 +12,9 @@ from n2ncli.nets.unet import UNet
 class TorchPredictor:
     """Runs a U-Net on batches of HxWxC float32 images on one device.
 
-    ``precision='auto'`` is fp32 on CPU (bf16 there loses accuracy for little speed on most
-    CPUs) and fp16 on CUDA (its 10-bit mantissa keeps the error under 16-bit output's step).
+    ``precision='auto'`` is fp32 on CPU and fp16 on CUDA (its 10-bit mantissa keeps the error
+    under 16-bit output's step). ``'bf16'`` on a CPU with AVX-512 bf16 is 1.5-2x faster for
+    -0.02 dB on Kodak (docs/benchmarks.md); opt-in, as CPUs without bf16 units gain little.
     """
 
     def __init__(self, model: UNet, device: torch.device | str = "cpu", precision: str = "auto",
@@ -22,6 +23,7 @@ class TorchPredictor:
         if precision == "auto":
             precision = "fp16" if self.device.type == "cuda" else "fp32"
         self.amp = autocast_dtype(self.device, precision)
+        self.precision = precision
         self.channels_last = channels_last
         self.model = model.to(self.device).eval()
         if channels_last:

@@ -17,7 +17,7 @@ from n2ncli.backends import OutOfMemory
 from n2ncli.backends.torch import TorchPredictor
 from n2ncli.denoise import (ALIGN, AUTO_TILE_RANGE, Job, TileOptions, auto_tile, denoise_array, free_memory, free_ram,
                             is_out_of_memory, plan_jobs, run_job, run_jobs)
-from n2ncli.errors import ConfigError, ImageReadError
+from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError
 from n2ncli.store import DEFAULT_MODELS, SHIPPED_DIR, build_model, read_record
 
 OPTIONS = TileOptions(tile=64, overlap=16, context=32)
@@ -114,6 +114,30 @@ def test_an_unreadable_file_stops_the_run_and_names_itself(inputs: list[Path], p
     with pytest.raises(ImageReadError, match="b.png"):
         run_jobs(jobs, predictor, OPTIONS, ahead=1)
     assert sorted(p.name for p in out.iterdir()) == ["a.n2n.png"]
+
+
+def test_a_failed_write_stops_the_run_after_writes_in_flight(inputs: list[Path], predictor: TorchPredictor,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             one_thread: None) -> None:
+    """An encoder error surfaces as the run's error; the other outputs already started are whole."""
+    import n2ncli.denoise as denoise_module
+
+    real = denoise_module._write
+
+    def failing(job: Job, data, out) -> None:  # noqa: ANN001
+        if job.source.name == "b.png":
+            raise ImageWriteError(f"{job.target}: disk full (simulated)")
+        real(job, data, out)
+
+    monkeypatch.setattr(denoise_module, "_write", failing)
+    done: list[str] = []
+    with pytest.raises(ImageWriteError, match="b.n2n.png: disk full"):
+        run_jobs(plan_jobs(inputs, tmp_path), predictor, OPTIONS, ahead=1,
+                 on_done=lambda job, w: done.append(job.source.name))
+    assert done == ["a.png"]
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert "b.n2n.png" not in written and "a.n2n.png" in written
+    assert all(not n.startswith(".") for n in written)  # no temp files left by the atomic writes
 
 
 def test_bad_worker_counts_are_refused(predictor: TorchPredictor) -> None:

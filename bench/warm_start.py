@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--only-default", action="store_true", help="skip the from-scratch run")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     noise = parse_noise("poisson20")
@@ -53,9 +55,10 @@ def main() -> None:
     shipped = default_model("srgb")
     print(f"noisy input: {np.mean([psnr(c, quantize_uint8(n)) for n, c in zip(noisy, clean)]):.2f} dB; "
           f"shipped {shipped.name} without fit: {score(build_model(shipped), noisy, clean):.2f} dB", flush=True)
-    cfg = TrainConfig(steps=args.steps, batch_size=4, crop=args.crop, checkpoint_every=10**6)
+    cfg = TrainConfig(steps=args.steps, batch_size=4, crop=args.crop, lr=args.lr, checkpoint_every=10**6)
     rows = []
-    for label, init in (("--init default", load_state(shipped)), ("--init none", None)):
+    starts = [("--init default", load_state(shipped)), ("--init none", None)]
+    for label, init in starts[:1] if args.only_default else starts:
         checkpoints: dict[int, float] = {}
         marks = sorted({args.steps // 4, args.steps // 2, args.steps})
         with tempfile.TemporaryDirectory() as tmp:

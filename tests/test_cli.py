@@ -126,6 +126,23 @@ def test_denoise_end_to_end_gains_4_db(tmp_path: Path, kodak_crop: Callable[...,
     assert _psnr(out, clean) >= _psnr(noisy, clean) + 4.0
 
 
+def test_denoise_self_ensemble_is_at_least_as_good(tmp_path: Path, kodak_crop: Callable[..., np.ndarray]) -> None:
+    """--self-ensemble averages 8 flips/rotations: a different output, no worse against the clean crop."""
+    clean = kodak_crop(64, 64, 96, 128)
+    noisy = _noisy_u8(clean, seed=7)
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+
+    plain = run_subprocess("denoise", "noisy.png", "-o", "plain.png", cwd=tmp_path)
+    ens = run_subprocess("denoise", "noisy.png", "-o", "ens.png", "--self-ensemble", cwd=tmp_path)
+
+    assert plain.returncode == 0 and ens.returncode == 0, ens.stderr
+    assert "self-ensemble" in ens.stderr
+    with Image.open(tmp_path / "plain.png") as a, Image.open(tmp_path / "ens.png") as b:
+        out_plain, out_ens = np.asarray(a), np.asarray(b)
+    assert not np.array_equal(out_plain, out_ens)
+    assert _psnr(out_ens, clean) >= _psnr(out_plain, clean) - 0.05
+
+
 BAD_INPUTS = [
     pytest.param(lambda d: ["denoise", d / "missing.png"], "file not found", id="missing-file"),
     pytest.param(lambda d: ["denoise", d / "notes.png", "-o", d / "out.png"], "not a PNG, JPEG or TIFF",

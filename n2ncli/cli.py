@@ -137,7 +137,7 @@ def fit(
     steps: Annotated[Optional[int], typer.Option(help="Training steps (instead of --epochs).")] = None,
     batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 4,
     crop: Annotated[int, typer.Option(help="Crop size in pixels (smaller images are used whole).")] = 256,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (halved at 20/40/60/80 % of training).")] = 3e-4,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate, halved at 20/40/60/80 % of training (default: 3e-4 from scratch as the paper, 1e-4 when warm-starting).")] = None,
     reg_weight: Annotated[float, typer.Option(help="Regulariser weight gamma at the end of its linear ramp from 0.")] = 2.0,
     reg_constant: Annotated[bool, typer.Option(help="Keep gamma constant instead of ramping it.")] = False,
     sampler: Annotated[str, typer.Option(help="random (the paper) or fixed (the ablation).")] = "random",

@@ -72,13 +72,15 @@ class StreamedImages:
 
 
 def load_training_images(paths: Sequence[Path], reader: Callable[[Path], np.ndarray],
-                         channels: int, progress: Callable[[int, int], None] | None = None,
+                         channels: int | None, progress: Callable[[int, int], None] | None = None,
                          memory_budget: float = float("inf")) -> LoadedImages | StreamedImages:
     """Decode ``paths`` with ``reader`` (path -> HxWxC uint8/uint16); skip tiny or unreadable files.
 
     Images are cropped to even sizes so the 2x2 sub-sampler never sees a half cell. Mixed
     8/16-bit folders are stored on the 16-bit scale. Past ``memory_budget`` bytes of decoded
     pixels, only shapes are kept and training streams crops from the files (StreamedImages).
+    ``channels=None`` trains RGB unless every usable image is grey; images with another channel
+    count are skipped.
     """
     arrays: list[np.ndarray] = []
     shapes: list[tuple[int, int, int]] = []
@@ -98,7 +100,7 @@ def load_training_images(paths: Sequence[Path], reader: Callable[[Path], np.ndar
         if min(h, w) < MIN_SIDE:
             skipped.append(f"{path}: too small ({w}x{h}, need at least {MIN_SIDE}x{MIN_SIDE})")
             continue
-        if img.shape[2] != channels:
+        if channels is not None and img.shape[2] != channels:
             skipped.append(f"{path}: has {img.shape[2]} channel(s), the model needs {channels}")
             continue
         even = np.ascontiguousarray(img[: h - h % 2, : w - w % 2].transpose(2, 0, 1))
@@ -109,6 +111,13 @@ def load_training_images(paths: Sequence[Path], reader: Callable[[Path], np.ndar
             arrays.append(even)
         else:
             arrays.clear()
+    if channels is None and kept:
+        channels = 3 if any(s[0] == 3 for s in shapes) else 1
+        keep = [k for k, s in enumerate(shapes) if s[0] == channels]
+        skipped += [f"{kept[k]}: has {shapes[k][0]} channel(s), the model needs {channels}"
+                    for k in range(len(kept)) if shapes[k][0] != channels]
+        arrays = [arrays[k] for k in keep] if arrays else arrays
+        kept, shapes = [kept[k] for k in keep], [shapes[k] for k in keep]
     if not kept:
         detail = f" ({len(skipped)} skipped)" if skipped else ""
         raise DatasetError(f"no usable training images{detail}")

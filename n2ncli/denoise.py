@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from n2ncli.backends import OutOfMemory, Predictor
+from n2ncli.device import free_ram
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError, IncompatibleModelError, N2nError
 from n2ncli.io.image import IMAGE_EXTENSIONS, ImageData, list_images, read_image, write_image
 from n2ncli.tiling import Tile, TileAccumulator, tile_grid
@@ -157,33 +158,14 @@ def auto_tile(free_bytes: int, bytes_per_pixel: float = BYTES_PER_PIXEL, batch: 
     return min(hi, max(lo, side // ALIGN * ALIGN))
 
 
-def free_ram() -> int:
-    """Available system memory in bytes (psutil if installed, else /proc/meminfo; 4 GiB if unknown)."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 4 << 30
-
-
 def free_memory(predictor: Predictor) -> int:
     """Free bytes where ``predictor`` computes: GPU memory for CUDA torch or ORT, else RAM."""
     device = getattr(predictor, "device", None)
     provider = str(getattr(predictor, "provider", ""))
     on_gpu = getattr(device, "type", None) == "cuda" or provider.startswith(("CUDA", "Tensorrt"))
     if on_gpu:
-        torch = sys.modules.get("torch")
-        if torch is None:
-            import torch
+        import torch
+
         if torch.cuda.is_available():
             index = getattr(device, "index", None)
             free, _ = torch.cuda.mem_get_info(index if index is not None else 0)

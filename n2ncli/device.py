@@ -39,3 +39,21 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if precision not in table:
         raise ConfigError(f"unknown precision {precision!r} (use auto, fp32, bf16 or fp16)")
     return table[precision]
+
+
+def free_ram() -> int:
+    """Available system memory in bytes (psutil if installed, else /proc/meminfo; 4 GiB if unknown)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4 << 30

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from n2ncli.data import StreamedImages, load_training_images
-from n2ncli.device import resolve_device
+from n2ncli.device import free_ram, resolve_device
 from n2ncli.errors import CheckpointError, ConfigError, DatasetError
 from n2ncli.io.image import list_images, read_image
 from n2ncli.noise import parse_noise
 from n2ncli.store import (ModelRecord, check_name, default_model, find_model, load_state, models_dir,
                           runs_dir, save_model)
-from n2ncli.train import Progress, TrainConfig, TrainResult, ValidationPairs, train
+from n2ncli.train import Progress, TrainConfig, TrainResult, ValidationPairs, load_checkpoint, train
 
 PAPER_EPOCHS = 100
 PAPER_LR = 3e-4
@@ -62,14 +62,6 @@ class FitOutcome:
     images: int
     skipped: tuple[str, ...]
     init: str
-
-
-def available_memory() -> float:
-    """Bytes of RAM free for new data (Linux/macOS via sysconf), 4 GiB where unknown."""
-    try:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return float(4 << 30)
 
 
 def gather_images(inputs: Sequence[Path]) -> list[Path]:
@@ -146,8 +138,8 @@ def fit(request: FitRequest, on_progress: Callable[[Progress], None] | None = No
         parse_noise(request.noise)
     device = resolve_device(request.device)
     paths = gather_images(request.inputs)
-    images = load_training_images(paths, read_pixels, channels=_channels_of(paths), progress=on_loading,
-                                  memory_budget=available_memory() / 2)
+    images = load_training_images(paths, read_pixels, channels=None, progress=on_loading,
+                                  memory_budget=free_ram() / 2)
     channels = images.shapes[0][0]
     workers = request.workers
     if workers is None:  # streamed crops need decoding ahead; in-memory crops are cheap
@@ -157,13 +149,13 @@ def fit(request: FitRequest, on_progress: Callable[[Progress], None] | None = No
     else:
         epochs = request.epochs if request.epochs is not None else PAPER_EPOCHS
         steps = max(1, math.ceil(epochs * len(images.paths) / request.batch_size))
-    init_state, init_name = (None, "resume") if request.resume else resolve_init(request.init, "srgb", channels)
+    run_dir = runs_dir() / request.name
+    saved = load_checkpoint(run_dir / "checkpoint.pt") if request.resume else None
+    init_state, init_name = (None, "resume") if saved else resolve_init(request.init, "srgb", channels)
     if request.lr is not None:
         lr = request.lr
-    elif request.resume:
-        from n2ncli.train import load_checkpoint
-
-        lr = float(load_checkpoint(runs_dir() / request.name / "checkpoint.pt")["config"]["lr"])
+    elif saved:
+        lr = float(saved["config"]["lr"])  # a resume keeps the run's own
     else:
         lr = WARM_START_LR if init_state is not None else PAPER_LR
     config = TrainConfig(
@@ -173,19 +165,16 @@ def fit(request: FitRequest, on_progress: Callable[[Progress], None] | None = No
         precision=request.precision, compile=request.compile, checkpoint_every=request.checkpoint_every,
     )
     validation = load_validation(request.val, request.noise, channels, request.seed) if request.val else None
-    run_dir = runs_dir() / request.name
     if not request.resume and (run_dir / "checkpoint.pt").exists() and not request.overwrite:
         raise ConfigError(f"an unfinished run named {request.name!r} exists; continue it with --resume "
                           "or start over with --overwrite")
     data_id = fingerprint(images.paths)
-    if request.resume:
-        from n2ncli.train import load_checkpoint
-
-        saved = load_checkpoint(run_dir / "checkpoint.pt").get("extra", {})
-        if saved.get("data") not in (None, data_id):
+    if saved:
+        extra = saved.get("extra", {})
+        if extra.get("data") not in (None, data_id):
             raise CheckpointError(f"{request.name}: the training files changed since the checkpoint; "
                                   "resume with the same folder")
-        init_name = saved.get("init", init_name)
+        init_name = extra.get("init", init_name)
     val_every = max(1, min(request.checkpoint_every, steps // 10 or 1))
     result = train(config, images, device=device, run_dir=run_dir, resume=request.resume, init_state=init_state,
                    workers=workers, validation=validation, val_every=val_every, on_progress=on_progress,
@@ -204,13 +193,3 @@ def fit(request: FitRequest, on_progress: Callable[[Progress], None] | None = No
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the run is finished: its model is in the store
     return FitOutcome(record, result, len(images.paths), images.skipped, init_name)
 
-
-def _channels_of(paths: Sequence[Path]) -> int:
-    """RGB unless every readable image is grey (then a 1-channel model is trained)."""
-    for p in paths[:16]:
-        try:
-            if read_image(p).pixels.shape[2] == 3:
-                return 3
-        except Exception:  # noqa: BLE001 - unreadable files are reported by the loader
-            continue
-    return 1 if paths else 3

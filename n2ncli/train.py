@@ -198,8 +198,7 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
     with torch.random.fork_rng(devices=[]):  # the init depends on the seed alone
         torch.manual_seed(config.seed)
         model = UNet(config.channels, init=config.net_init)
-    start_step, elapsed0 = 0, 0.0
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start_step, elapsed0, grad_ema = 0, 0.0, None
     if resume:
         state = load_checkpoint(ckpt_path)
         saved = TrainConfig.from_dict(state["config"])
@@ -209,11 +208,9 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
             raise CheckpointError(f"settings differ from the checkpoint's ({', '.join(diff)}); resume with the same options")
         model.load_state_dict(_strip_compiled(state["model"]))
         start_step, elapsed0 = int(state["step"]), float(state.get("elapsed", 0.0))
-        resumed_grad_ema = state.get("grad_ema")
+        grad_ema = state.get("grad_ema")
     elif init_state is not None:
         model.load_state_dict(init_state)
-    if not resume:
-        resumed_grad_ema = None
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -233,7 +230,6 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
     step = start_step
 
     completed = start_step
-    grad_ema: float | None = resumed_grad_ema
     stop = _GracefulStop()
 
     def checkpoint(at: int) -> None:

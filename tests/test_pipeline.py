@@ -15,8 +15,9 @@ from PIL import Image
 
 from n2ncli.backends import OutOfMemory
 from n2ncli.backends.torch import TorchPredictor
-from n2ncli.denoise import (ALIGN, AUTO_TILE_RANGE, Job, TileOptions, auto_tile, denoise_array, free_memory, free_ram,
+from n2ncli.denoise import (ALIGN, AUTO_TILE_RANGE, Job, TileOptions, auto_tile, denoise_array, free_memory,
                             is_out_of_memory, plan_jobs, run_job, run_jobs)
+from n2ncli.device import free_ram
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError
 from n2ncli.store import DEFAULT_MODELS, SHIPPED_DIR, build_model, read_record
 

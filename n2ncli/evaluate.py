@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from n2ncli.backends import Predictor
 from n2ncli.errors import DatasetError, IncompatibleModelError
+from n2ncli.io.image import to_8bit
 from n2ncli.metrics import quantize_uint8, psnr, ssim
 from n2ncli.noise import NoiseSpec
 
@@ -180,10 +180,4 @@ def _match_channels(img: np.ndarray, channels: int) -> np.ndarray:
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
     """uint8 or uint16 HxWxC -> uint8 (16-bit rounded to the nearest 8-bit value)."""
-    if pixels.dtype == np.uint8:
-        return pixels
-    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-
-
-def load_clean_images(paths: Sequence[Path], reader: Callable[[Path], np.ndarray]) -> list[tuple[str, np.ndarray]]:
-    return [(p.name, reader(p)) for p in paths]
+    return pixels if pixels.dtype == np.uint8 else to_8bit(pixels)

@@ -442,11 +442,11 @@ def _to_native(path: Path, pixels: np.ndarray, bit_depth: int | None) -> np.ndar
     if arr.dtype == np.uint8:
         return arr.astype(np.uint16) * np.uint16(257) if bit_depth == 16 else arr
     if arr.dtype == np.uint16:
-        return _to_8bit(arr) if bit_depth == 8 else arr
+        return to_8bit(arr) if bit_depth == 8 else arr
     raise ImageWriteError(f"{path}: unsupported pixel type {arr.dtype} (use uint8, uint16, float)")
 
 
-def _to_8bit(arr: np.ndarray) -> np.ndarray:
+def to_8bit(arr: np.ndarray) -> np.ndarray:
     """Scale uint16 to uint8 with rounding: (v*255 + 32767) // 65535."""
     return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
@@ -479,7 +479,7 @@ def _encode_jpeg(
     pixels: np.ndarray, exif: bytes | None, icc: bytes | None, quality: int
 ) -> bytes:
     if pixels.dtype == np.uint16:
-        pixels = _to_8bit(pixels)
+        pixels = to_8bit(pixels)
     image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
     options: dict[str, object] = {"quality": quality}
     if quality >= 90:

@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from n2ncli.data import LoadedImages  # noqa: E402
 from n2ncli.evaluate import evaluate  # noqa: E402
 from n2ncli.nets.unet import gflop_per_megapixel  # noqa: E402
 from n2ncli.noise import parse_noise  # noqa: E402
-from n2ncli.store import build_model, load_state, read_record, save_model  # noqa: E402
+from n2ncli.store import build_model, load_state, read_record, save_model, write_record  # noqa: E402
 from n2ncli.train import TrainConfig, train  # noqa: E402
 
 
@@ -135,8 +136,6 @@ def main() -> None:
         metrics[f"kodak/{noise_name}" if args.eval_images == 24 else f"kodak[:{args.eval_images}]/{noise_name}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
         print(f"kodak {noise_name}: PSNR {summary['psnr']:.3f} SSIM {summary['ssim']:.4f} "
               f"(noisy {summary['noisy_psnr']:.2f}; paper {summary['paper_psnr']}) [{time.perf_counter() - t1:.0f} s]", flush=True)
-    from n2ncli.store import write_record
-    from dataclasses import replace
     write_record(replace(record, metrics=metrics))
     report = {"metrics": metrics, "training": training, "loss_history": result.history}
     (args.out / f"{args.name}.report.json").write_text(json.dumps(report, indent=2))

@@ -469,7 +469,11 @@ def main() -> None:
     from n2ncli.train import TrainingInterrupted
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if code == 130:  # typer turns a KeyboardInterrupt into a returned exit code
+            console.print("[yellow]interrupted[/]; nothing half-written was left behind")
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except TrainingInterrupted as exc:
         console.print(f"[yellow]{exc}[/]", highlight=False)
         sys.exit(130)

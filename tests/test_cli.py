@@ -143,6 +143,26 @@ def test_denoise_self_ensemble_is_at_least_as_good(tmp_path: Path, kodak_crop: C
     assert _psnr(out_ens, clean) >= _psnr(out_plain, clean) - 0.05
 
 
+def test_denoise_ctrl_c_exits_130_and_leaves_no_output(tmp_path: Path) -> None:
+    """Ctrl-C mid-image: exit code 130, a message, and no output or temp file left behind."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (1200, 1600, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **WIDE}
+    proc = subprocess.Popen([sys.executable, "-m", "n2ncli", "denoise", "big.png", "-o", "out.png", "--tile", "256"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stderr is not None
+    line = proc.stderr.readline()  # "model ... on ...; 1 image(s)": the network is about to run
+    assert "model" in line, line
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png"]
+
+
 BAD_INPUTS = [
     pytest.param(lambda d: ["denoise", d / "missing.png"], "file not found", id="missing-file"),
     pytest.param(lambda d: ["denoise", d / "notes.png", "-o", d / "out.png"], "not a PNG, JPEG or TIFF",

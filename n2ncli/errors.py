@@ -15,6 +15,10 @@ class ImageReadError(N2nError):
     """An input image is missing, unreadable or of an unsupported kind."""
 
 
+class UnsupportedRawError(ImageReadError):
+    """A raw file LibRaw reads but that is not a Bayer mosaic (X-Trans, LinearRaw, Foveon, mono)."""
+
+
 class ImageWriteError(N2nError):
     """An output could not be written (unsupported extension, refused overwrite, disk)."""
 

@@ -526,8 +526,9 @@ def _encode_tiff(
 # ------------------------------------------------------------------------------------- listing
 
 
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Return every supported image under ``folder`` (recursive, sorted), skipping hidden names."""
+def list_images(folder: str | os.PathLike[str], extensions: frozenset[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Return every file with one of ``extensions`` under ``folder`` (recursive, sorted), skipping
+    hidden names."""
     root = Path(folder)
     if not root.exists():
         raise ImageReadError(f"{root}: folder not found")
@@ -539,7 +540,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
         found.extend(
             Path(dirpath, name)
             for name in filenames
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+            if not name.startswith(".") and Path(name).suffix.lower() in extensions
         )
     return sorted(found)
 

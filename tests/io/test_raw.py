@@ -1,0 +1,116 @@
+"""Reading real raw files through LibRaw: pattern, levels, normalisation, rendering, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rawpy
+
+from n2ncli.bayer import pack, unpack
+from n2ncli.errors import ImageReadError, UnsupportedRawError
+from n2ncli.io.raw import (TRAIN_FLOOR, encode_for_training, is_raw, read_packed, read_raw, read_training_raw,
+                           render)
+
+
+@pytest.fixture(scope="module")
+def chart(shared_data: Path) -> Path:
+    return shared_data / "raw" / "colorchart.dng"
+
+
+@pytest.fixture(scope="module")
+def kdc(shared_data: Path) -> Path:
+    return shared_data / "raw" / "RAW_KODAK_DC50.KDC"
+
+
+def test_reads_the_canon_dng_visible_area_levels_and_pattern(chart: Path) -> None:
+    raw = read_raw(chart)
+    assert raw.pattern == "RGGB"
+    assert raw.mosaic.shape == (1182, 1888) and raw.mosaic.dtype == np.uint16
+    assert (raw.top, raw.left, raw.height, raw.width) == (26, 152, 1156, 1734)  # the DNG's ActiveArea
+    assert raw.white == 15000 and np.all(raw.black == 2056)
+    with rawpy.imread(str(chart)) as lib:
+        assert np.array_equal(raw.visible, lib.raw_image_visible)
+
+
+def test_reads_the_kodak_kdc_as_grbg(kdc: Path) -> None:
+    raw = read_raw(kdc)
+    assert raw.pattern == "GRBG"
+    assert (raw.height, raw.width) == (512, 768) and raw.white == 16383
+
+
+def test_normalised_is_zero_at_black_one_at_white_and_keeps_values_below_black(chart: Path) -> None:
+    raw = read_raw(chart)
+    values = raw.normalised()
+    expected = (raw.visible.astype(np.float64) - 2056) / (15000 - 2056)
+    assert np.abs(values - expected).max() < 1e-6
+    assert values.min() < 0  # this file's darkest pixels sit below its black level: not clipped
+
+
+@pytest.mark.parametrize("name", ["colorchart.dng", "RAW_KODAK_DC50.KDC"])
+def test_to_dn_inverts_normalised_exactly_through_packing(shared_data: Path, name: str) -> None:
+    raw = read_raw(shared_data / "raw" / name)
+    packed, layout = pack(raw.normalised(), raw.pattern)
+    assert packed.shape[2] == 4
+    assert np.array_equal(raw.to_dn(unpack(packed, layout)), raw.visible)
+    assert np.array_equal(raw.with_visible(raw.visible), raw.mosaic)
+
+
+def test_packed_channels_follow_the_files_own_pattern(kdc: Path) -> None:
+    """GRBG: red sits at (0, 1) of every cell, so the mosaic is shifted right by one (reflect
+    padding) and packed column k >= 1 holds the reds of mosaic column 2k - 1."""
+    raw = read_raw(kdc)
+    packed = read_packed(kdc)
+    values = raw.normalised()
+    assert np.array_equal(packed[:, 1:, 0], values[0::2, 1::2])
+    assert np.array_equal(packed[:, :-1, 3], values[1::2, 0::2])  # blue: row 1, column 0 of the cell
+    assert np.array_equal(packed[:, 0, 0], values[0::2, 1])  # the padding mirrors column 1
+
+
+def test_training_encoding_keeps_values_below_black_within_a_fraction_of_a_dn(chart: Path) -> None:
+    raw = read_raw(chart)
+    values = read_packed(chart)
+    decoded = read_training_raw(chart).astype(np.float64) * (1 + TRAIN_FLOOR) / 65535 - TRAIN_FLOOR
+    one_dn = 1.0 / (raw.white - 2056)
+    assert np.abs(decoded - values).max() < 0.2 * one_dn
+    assert encode_for_training(np.array([-1.0, 2.0], dtype=np.float32)).tolist() == [0, 65535]
+
+
+def test_render_of_the_unchanged_mosaic_equals_libraws_own(kdc: Path) -> None:
+    raw = read_raw(kdc)
+    ours = render(kdc, raw.mosaic)
+    with rawpy.imread(str(kdc)) as lib:
+        theirs = lib.postprocess(use_camera_wb=True, no_auto_bright=True, output_bps=16,
+                                 output_color=rawpy.ColorSpace.sRGB, gamma=(2.4, 12.92))
+    assert ours.dtype == np.uint16 and np.array_equal(ours, theirs)
+    linear = render(kdc, raw.mosaic, linear=True)
+    assert linear.mean() < ours.mean()  # no gamma lift
+
+
+def test_is_raw_goes_by_extension() -> None:
+    assert is_raw("a/B.DNG") and is_raw("x.cr2") and is_raw("x.KDC")
+    assert not is_raw("x.png") and not is_raw("x.tif")
+
+
+def test_refuses_files_that_are_not_raw(tmp_path: Path, shared_data: Path) -> None:
+    fake = tmp_path / "photo.dng"
+    fake.write_bytes((shared_data / "kodak24" / "kodim01.png").read_bytes())
+    with pytest.raises(ImageReadError, match=r"photo\.dng: not a raw file LibRaw can read"):
+        read_raw(fake)
+    with pytest.raises(ImageReadError, match="file not found"):
+        read_raw(tmp_path / "missing.nef")
+    with pytest.raises(ImageReadError, match="is a directory"):
+        read_raw(tmp_path)
+
+
+def test_refuses_a_truncated_raw_with_one_line(tmp_path: Path, chart: Path) -> None:
+    cut = tmp_path / "cut.dng"
+    cut.write_bytes(chart.read_bytes()[:200_000])
+    with pytest.raises(ImageReadError) as info:
+        read_raw(cut)
+    assert str(info.value).startswith(str(cut)) and "\n" not in str(info.value)
+
+
+def test_unsupported_raw_error_is_an_image_read_error() -> None:
+    assert issubclass(UnsupportedRawError, ImageReadError)

@@ -51,22 +51,25 @@ def _warn(message: str) -> None:
 
 @app.command()
 def denoise(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (PNG, JPEG, TIFF).", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder. Default: beside each input as <stem>.n2n.<ext>.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: the shipped blind sRGB model.")] = None,
+    inputs: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF), raw files (DNG, CR2, NEF, ARW, ...) or folders.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder. Default: beside each input as <stem>.n2n.<ext> (.dng for raws).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: the shipped blind sRGB model for images; for raws your newest raw model, else the shipped one.")] = None,
     backend: Annotated[str, typer.Option(help="auto (ONNX Runtime on CPU when installed, else PyTorch), torch or onnx.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (the backend's choice), or fp32, bf16, fp16 on PyTorch; bf16 is faster on CPUs with AVX-512 bf16 for ~0.02 dB.")] = "auto",
     tile: Annotated[str, typer.Option(help="Tile size in pixels (multiple of 32; 0 = whole image), or auto: from free memory (RAM, or VRAM on a GPU).")] = "auto",
     overlap: Annotated[int, typer.Option(help="Pixels blended between neighbouring tiles.")] = 32,
     batch: Annotated[int, typer.Option(help="Tiles per network call.")] = 1,
-    output_format: Annotated[Optional[str], typer.Option("--format", help="Output format for folder runs: png, tif or jpg (default: as the input).")] = None,
+    output_format: Annotated[Optional[str], typer.Option("--format", help="Output format for folder runs: png, tif, jpg, or dng for raws (default: as the input; dng for raws).")] = None,
+    linear: Annotated[bool, typer.Option(help="Raw to TIFF/PNG: linear 16-bit instead of sRGB gamma.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (never the inputs).")] = False,
+    skip_existing: Annotated[bool, typer.Option(help="Skip inputs whose output exists (continue an interrupted folder run).")] = False,
     self_ensemble: Annotated[bool, typer.Option("--self-ensemble", help="Average the 8 flips/rotations (8x slower, usually a little cleaner).")] = False,
 ) -> None:
-    """Denoise images with a trained model, in tiles, keeping bit depth, EXIF and ICC profile."""
+    """Denoise images and raws with a trained model, in tiles; images keep bit depth, EXIF and ICC
+    profile, raws become a DNG of the denoised mosaic or a 16-bit render."""
     from n2ncli.backends.select import BACKENDS, describe, make_predictor
-    from n2ncli.denoise import TileOptions, choose_tile, plan_jobs, run_jobs
+    from n2ncli.denoise import RawOutput, TileOptions, choose_tile, plan_jobs, run_jobs
     from n2ncli.errors import ConfigError, IncompatibleModelError
     from n2ncli.store import default_model, find_model
 
@@ -77,26 +80,44 @@ def denoise(
         raise ConfigError(f"--tile must be auto or a number of pixels, got {tile!r}")
     options = TileOptions(tile=0 if auto else int(tile), overlap=overlap, batch=batch)
     suffix = None if output_format is None else "." + output_format.lower().lstrip(".")
-    jobs = plan_jobs(inputs, output, suffix=suffix, overwrite=overwrite)
-    record = find_model(model) if model else default_model("srgb")
-    if record.kind != "srgb":
-        raise IncompatibleModelError(f"model {record.name!r} is a {record.kind} model; it cannot denoise sRGB images")
+    jobs = plan_jobs(inputs, output, suffix=suffix, overwrite=overwrite, skip_existing=skip_existing)
+    if not jobs:
+        console.print("nothing to do: every output exists already (--skip-existing)", highlight=False)
+        return
+    kinds = sorted({job.kind for job in jobs})
+    if model:
+        record = find_model(model)
+        other = [job.source for job in jobs if job.kind != record.kind]
+        if other:
+            what = "raw files" if record.kind == "srgb" else "sRGB images"
+            raise IncompatibleModelError(f"model {record.name!r} is a {record.kind} model; it cannot denoise "
+                                         f"{what} ({other[0]}{' and more' if len(other) > 1 else ''})")
+        records = {record.kind: record}
+    else:
+        records = {k: default_model(k) for k in kinds}
     notes: list[str] = []
-    predictor = make_predictor(record, backend, device, notes, precision=precision)
+    predictors = {k: make_predictor(r, backend, device, notes, precision=precision) for k, r in records.items()}
+    first = next(iter(predictors.values()))
     if auto:
-        options = TileOptions(tile=choose_tile(predictor, batch, options.context), overlap=overlap, batch=batch)
+        options = TileOptions(tile=choose_tile(first, batch, options.context), overlap=overlap, batch=batch)
         notes.append(f"--tile auto: {options.tile} px from the free memory")
-    where = describe(predictor)
+    where = describe(first)
     if self_ensemble:
         from n2ncli.baselines import SelfEnsemble
 
-        predictor = SelfEnsemble(predictor)
+        predictors = {k: SelfEnsemble(p) for k, p in predictors.items()}
         where += ", x8 self-ensemble"
     if _state["verbose"]:
         for note in notes:
             console.print(f"[dim]{note}[/]", highlight=False)
-    console.print(f"model [bold]{record.name}[/] ({record.noise}) on {where}; {len(jobs)} image(s)",
-                  highlight=False)
+    used = ", ".join(f"[bold]{r.name}[/] ({r.noise})" for r in records.values())
+    console.print(f"model {used} on {where}; {len(jobs)} file(s)", highlight=False)
+    raw_record = records.get("raw")
+    raw_output = RawOutput(linear=linear, software=f"n2ncli {__version__}", record=None if raw_record is None else {
+        "model": raw_record.name, "sha256": raw_record.sha256, "version": __version__,
+        "settings": {"backend": backend, "device": device, "precision": precision, "tile": options.tile,
+                     "overlap": options.overlap, "self_ensemble": self_ensemble},
+    })
     t0 = time.perf_counter()
     with _progress() as progress:
         files = progress.add_task("images", total=len(jobs))
@@ -115,10 +136,10 @@ def denoise(
         def on_retry(smaller: TileOptions, exc: BaseException) -> None:
             _warn(f"out of memory; retrying with --tile {smaller.tile}")
 
-        run_jobs(jobs, predictor, options, on_start=on_start, on_done=on_done, on_retry=on_retry,
-                 on_tile=lambda d, n: progress.update(tiles, completed=d, total=n))
+        run_jobs(jobs, predictors, options, on_start=on_start, on_done=on_done, on_retry=on_retry,
+                 on_tile=lambda d, n: progress.update(tiles, completed=d, total=n), raw_output=raw_output)
         progress.update(tiles, visible=False)
-    console.print(f"denoised {len(jobs)} image(s) in {time.perf_counter() - t0:.1f} s", highlight=False)
+    console.print(f"denoised {len(jobs)} file(s) in {time.perf_counter() - t0:.1f} s", highlight=False)
 
 
 def _progress(*extra) -> Progress:
@@ -130,15 +151,16 @@ def _progress(*extra) -> Progress:
 
 @app.command()
 def fit(
-    inputs: Annotated[list[Path], typer.Argument(help="Folders or files of noisy images (or clean ones with --noise).", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(help="Folders or files of noisy photos or raw files (or clean ones with --noise).", show_default=False)],
     name: Annotated[Optional[str], typer.Option(help="Model name in the store (default: the folder's name).")] = None,
-    noise: Annotated[Optional[str], typer.Option(help="Add synthetic noise to clean images: gaussian25, gaussian5-50, poisson30, poisson5-50, gaussian:SIGMA, poisson:LAMBDA.")] = None,
+    kind: Annotated[str, typer.Option(help="auto (raw when the inputs are raw files), srgb or raw: which files of a mixed folder to train on.")] = "auto",
+    noise: Annotated[Optional[str], typer.Option(help="Add synthetic noise to clean images: gaussian25, gaussian5-50, poisson30, poisson5-50, gaussian:SIGMA, poisson:LAMBDA; for clean raws poisson-gaussian:A,B (variance A*x+B, normalised).")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the images (default 100, as the paper).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps (instead of --epochs).")] = None,
     batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 4,
-    crop: Annotated[int, typer.Option(help="Crop size in pixels (smaller images are used whole).")] = 256,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate, halved at 20/40/60/80 % of training (default: 3e-4 from scratch as the paper, 1e-4 when warm-starting).")] = None,
-    reg_weight: Annotated[float, typer.Option(help="Regulariser weight gamma at the end of its linear ramp from 0.")] = 2.0,
+    crop: Annotated[int, typer.Option(help="Crop size in pixels (smaller images are used whole); for raws in 2x2 cells, so 256 covers 512x512 sensor pixels.")] = 256,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate, halved at 20/40/60/80 % of training (default: 3e-4 from scratch as the paper, 1e-4 when warm-starting and for raws).")] = None,
+    reg_weight: Annotated[Optional[float], typer.Option(help="Regulariser weight gamma at the end of its linear ramp from 0 (default 2, raw 1: the paper's).")] = None,
     reg_constant: Annotated[bool, typer.Option(help="Keep gamma constant instead of ramping it.")] = False,
     sampler: Annotated[str, typer.Option(help="random (the paper) or fixed (the ablation).")] = "random",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -152,7 +174,7 @@ def fit(
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (also every 5 minutes and on Ctrl-C).")] = 500,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model of this name.")] = False,
 ) -> None:
-    """Train a denoiser on your own noisy photos (self-supervised), or on clean ones with --noise."""
+    """Train a denoiser on your own noisy photos or raws (self-supervised), or on clean ones with --noise."""
     from n2ncli.fit import FitRequest
     from n2ncli.fit import fit as run_fit
 
@@ -160,7 +182,7 @@ def fit(
         base = inputs[0].resolve()
         name = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in (base.stem if base.is_file() else base.name))[:64] or "model"
     request = FitRequest(
-        inputs=tuple(inputs), name=name, noise=noise, steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
+        inputs=tuple(inputs), name=name, kind=kind.lower(), noise=noise, steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
         lr=lr, gamma_end=reg_weight, gamma_constant=reg_constant, sampler=sampler, seed=seed, device=device,
         workers=workers, resume=resume, val=val, init=init, precision=precision, compile=compile_,
         checkpoint_every=checkpoint_every, overwrite=overwrite,
@@ -191,7 +213,7 @@ def fit(
     r = outcome.result
     val = f", val PSNR {r.val_psnr:.2f} dB" if r.val_psnr is not None else ""
     console.print(
-        f"[green]done:[/] model [bold]{outcome.record.name}[/] from {outcome.images} image(s), {r.steps} steps in "
+        f"[green]done:[/] model [bold]{outcome.record.name}[/] from {outcome.images} {'raw file' if outcome.record.kind == 'raw' else 'image'}(s), {r.steps} steps in "
         f"{r.seconds / 60:.1f} min (init: {outcome.init}), final loss {r.final_loss:.5f}{val} -> {outcome.record.folder}",
         highlight=False)
 

@@ -27,6 +27,12 @@ class LoadedImages:
     paths: tuple[Path, ...]
     skipped: tuple[str, ...]  # "path: reason" lines for the user
     max_value: float  # 255 or 65535: the scale of the stored integers
+    floor: float = 0.0  # stored 0 means -floor, max_value means 1 (raw keeps values below black)
+
+    @property
+    def scale(self) -> float:
+        """Float value = stored * scale - floor."""
+        return (1.0 + self.floor) / self.max_value
 
     @property
     def nbytes(self) -> int:
@@ -49,6 +55,7 @@ class StreamedImages:
     shape_list: tuple[tuple[int, int, int], ...]
     skipped: tuple[str, ...]
     reader: Callable[[Path], np.ndarray]
+    floor: float = 0.0  # as LoadedImages.floor
     cache_size: int = 4
     nbytes: float = float("inf")  # never cached on the accelerator
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
@@ -62,9 +69,9 @@ class StreamedImages:
         img = self._cache.pop(i, None)
         if img is None:
             native = self.reader(self.paths[i])
-            scale = np.float32(1.0 / (65535.0 if native.dtype == np.uint16 else 255.0))
+            scale = np.float32((1.0 + self.floor) / (65535.0 if native.dtype == np.uint16 else 255.0))
             c, hh, ww = self.shape_list[i]
-            img = (native[:hh, :ww].transpose(2, 0, 1).astype(np.float32)) * scale
+            img = (native[:hh, :ww].transpose(2, 0, 1).astype(np.float32)) * scale - np.float32(self.floor)
         self._cache[i] = img  # most recently used last
         while len(self._cache) > self.cache_size:
             self._cache.pop(next(iter(self._cache)))
@@ -73,14 +80,14 @@ class StreamedImages:
 
 def load_training_images(paths: Sequence[Path], reader: Callable[[Path], np.ndarray],
                          channels: int | None, progress: Callable[[int, int], None] | None = None,
-                         memory_budget: float = float("inf")) -> LoadedImages | StreamedImages:
+                         memory_budget: float = float("inf"), floor: float = 0.0) -> LoadedImages | StreamedImages:
     """Decode ``paths`` with ``reader`` (path -> HxWxC uint8/uint16); skip tiny or unreadable files.
 
     Images are cropped to even sizes so the 2x2 sub-sampler never sees a half cell. Mixed
     8/16-bit folders are stored on the 16-bit scale. Past ``memory_budget`` bytes of decoded
     pixels, only shapes are kept and training streams crops from the files (StreamedImages).
     ``channels=None`` trains RGB unless every usable image is grey; images with another channel
-    count are skipped.
+    count are skipped. ``floor``: the reader's encoding of values below 0 (see LoadedImages).
     """
     arrays: list[np.ndarray] = []
     shapes: list[tuple[int, int, int]] = []
@@ -122,11 +129,11 @@ def load_training_images(paths: Sequence[Path], reader: Callable[[Path], np.ndar
         detail = f" ({len(skipped)} skipped)" if skipped else ""
         raise DatasetError(f"no usable training images{detail}")
     if held > memory_budget:
-        return StreamedImages(tuple(kept), tuple(shapes), tuple(skipped), reader)
+        return StreamedImages(tuple(kept), tuple(shapes), tuple(skipped), reader, floor)
     sixteen = any(a.dtype == np.uint16 for a in arrays)
     if sixteen:
         arrays = [a.astype(np.uint16) * (257 if a.dtype == np.uint8 else 1) for a in arrays]
-    return LoadedImages(tuple(arrays), tuple(kept), tuple(skipped), 65535.0 if sixteen else 255.0)
+    return LoadedImages(tuple(arrays), tuple(kept), tuple(skipped), 65535.0 if sixteen else 255.0, floor)
 
 
 def step_generator(seed: int, step: int) -> np.random.Generator:
@@ -186,8 +193,8 @@ class CropBatches(torch.utils.data.Dataset):
             for i, y, x, h, w in zip(plan.image, plan.y, plan.x, plan.height, plan.width):
                 groups.setdefault((int(h), int(w)), []).append(self.images.crop_float(int(i), y, x, h, w))
             return [torch.from_numpy(np.stack(g)) for g in groups.values()]
-        scale = np.float32(1.0 / self.images.max_value)
-        return [torch.from_numpy(g.astype(np.float32) * scale) for g in group_crops(self.images, plan)]
+        scale, floor = np.float32(self.images.scale), np.float32(self.images.floor)
+        return [torch.from_numpy(g.astype(np.float32) * scale - floor) for g in group_crops(self.images, plan)]
 
 
 class DeviceCropSource:
@@ -210,7 +217,7 @@ class DeviceCropSource:
             store[i, :, : a.shape[1], : a.shape[2]] = t
         self.store = store.to(device)
         self.offset = 32768.0 if dtype == torch.int16 else 0.0
-        self.scale = 1.0 / images.max_value
+        self.scale, self.floor = images.scale, images.floor
         self.arange = torch.arange(crop, device=device)
 
     def batch_for(self, step: int) -> list[torch.Tensor]:
@@ -223,5 +230,5 @@ class DeviceCropSource:
             ys = torch.as_tensor(plan.y[sel], device=self.device)[:, None] + self.arange[:h]
             xs = torch.as_tensor(plan.x[sel], device=self.device)[:, None] + self.arange[:w]
             crops = self.store[img[:, None, None], :, ys[:, :, None], xs[:, None, :]]  # B h w C
-            out.append((crops.permute(0, 3, 1, 2).float() + self.offset) * self.scale)
+            out.append((crops.permute(0, 3, 1, 2).float() + self.offset) * self.scale - self.floor)
         return out

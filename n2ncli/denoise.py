@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,12 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from n2ncli.backends import OutOfMemory, Predictor
+from n2ncli.bayer import pack, unpack
 from n2ncli.device import free_ram
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError, IncompatibleModelError, N2nError
 from n2ncli.io.image import IMAGE_EXTENSIONS, ImageData, list_images, read_image, write_image
+from n2ncli.io.raw import RAW_EXTENSIONS, RawData, is_raw, read_raw, render
 from n2ncli.tiling import Tile, TileAccumulator, tile_grid
 
 OUTPUT_TAG = ".n2n"  # default outputs are <stem>.n2n.<ext>; folder runs skip such files
+#: What a raw input can become: the denoised mosaic (DNG) or LibRaw's development of it.
+RAW_OUTPUTS = frozenset({".dng"}) | IMAGE_EXTENSIONS
+RAW_CHANNELS = 4
 #: Tiles start on the U-Net's 32-pixel pooling grid, so each tile pools the same cells the
 #: whole image would, and tiled output matches whole-image output.
 ALIGN = 32
@@ -213,22 +218,64 @@ def denoise_image_data(data: ImageData, predictor: Predictor, options: TileOptio
         f"{data.source}: the model takes {predictor.channels}-channel input, the image has {c}")
 
 
+def denoise_raw(raw: RawData, predictor: Predictor, options: TileOptions = TileOptions(),
+                on_tile: Callable[[int, int], None] | None = None,
+                on_retry: Callable[[TileOptions, BaseException], None] | None = None) -> np.ndarray:
+    """Denoise a Bayer raw on its packed RGGB cells; returns the whole-sensor mosaic in DN (uint16).
+
+    Tiles are laid on the packed grid, so every tile edge falls between 2x2 cells of the mosaic.
+    """
+    if predictor.channels != RAW_CHANNELS:
+        raise IncompatibleModelError(f"{raw.source}: raw files need a raw model (4 channels); "
+                                     f"this model takes {predictor.channels}-channel sRGB input")
+    packed, layout = pack(raw.normalised(), raw.pattern)
+    out = denoise_array(packed, predictor, options, on_tile, on_retry)
+    return raw.with_visible(raw.to_dn(unpack(out, layout)))
+
+
+@dataclass(frozen=True)
+class RawOutput:
+    """How denoised raws are written: ``linear`` 16-bit renders, and the record DNGs carry."""
+
+    linear: bool = False
+    software: str = "n2ncli"
+    record: dict | None = None
+
+
 @dataclass(frozen=True)
 class Job:
     source: Path
     target: Path
+
+    @property
+    def kind(self) -> str:
+        return "raw" if is_raw(self.source) else "srgb"
 
 
 def _is_output(path: Path) -> bool:
     return path.stem.endswith(OUTPUT_TAG)
 
 
+def _is_processed_dng(path: Path) -> bool:
+    """A DNG that n2n wrote (it carries our record), whatever it is called now."""
+    if path.suffix.lower() != ".dng":
+        return False
+    from n2ncli.io.dng import read_processing_record
+
+    try:
+        return read_processing_record(path) is not None
+    except N2nError:
+        return False
+
+
 def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
-    """Files as given; folders expanded to their images (recursively), skipping our own outputs."""
+    """Files as given; folders expanded to their images and raws (recursively), skipping our own
+    outputs: ``*.n2n.*`` names and DNGs that carry n2n's processing record."""
     files: list[Path] = []
     for p in inputs:
         if p.is_dir():
-            files.extend(f for f in list_images(p) if not _is_output(f))
+            found = list_images(p, IMAGE_EXTENSIONS | RAW_EXTENSIONS)
+            files.extend(f for f in found if not _is_output(f) and not _is_processed_dng(f))
         elif p.is_file():
             files.append(p)
         else:
@@ -237,35 +284,41 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
 
 
 def plan_jobs(inputs: Sequence[Path], output: Path | None, *, suffix: str | None = None,
-              overwrite: bool = False) -> list[Job]:
+              overwrite: bool = False, skip_existing: bool = False) -> list[Job]:
     """Pair each input with its output path and refuse anything that would lose data.
 
     ``output`` is a file (one input, an image extension) or a folder; without it outputs go
-    beside the inputs as ``<stem>.n2n.<ext>``. ``suffix`` forces the output format.
+    beside the inputs as ``<stem>.n2n.<ext>``, where ``ext`` is the input's own for images and
+    ``.dng`` for raws (no other raw format is written). ``suffix`` forces the output format.
+    ``skip_existing`` drops jobs whose output exists (an interrupted folder run continues).
     """
     files = expand_inputs(inputs)
     if not files:
         raise ConfigError("no input images found")
-    if suffix is not None and suffix.lower() not in IMAGE_EXTENSIONS:
-        raise ConfigError(f"unsupported output format {suffix!r} (use one of {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    single_file = output is not None and output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
+    if suffix is not None and suffix.lower() not in RAW_OUTPUTS:
+        raise ConfigError(f"unsupported output format {suffix!r} (use one of {', '.join(sorted(RAW_OUTPUTS))})")
+    single_file = output is not None and output.suffix.lower() in RAW_OUTPUTS and not output.is_dir()
     if single_file and (len(files) > 1 or any(p.is_dir() for p in inputs)):
         raise ConfigError(f"-o {output} names one file but there are {len(files)} inputs; give a folder")
     if output is not None and output.suffix and not single_file and not output.is_dir():
         raise ImageWriteError(f"{output}: unsupported output extension '{output.suffix}' "
-                              f"(use {', '.join(sorted(IMAGE_EXTENSIONS))} or a folder)")
+                              f"(use {', '.join(sorted(RAW_OUTPUTS))} or a folder)")
     jobs = []
     for src in files:
         if single_file:
             dst = output
         else:
-            ext = suffix or src.suffix.lower()
+            ext = (suffix or (".dng" if is_raw(src) else src.suffix)).lower()
             folder = output if output is not None else src.parent
             dst = folder / f"{src.stem}{OUTPUT_TAG}{ext}"
+        if dst.suffix.lower() == ".dng" and not is_raw(src):
+            raise ConfigError(f"{src}: only raw files can be written as DNG; choose .png, .tif or .jpg")
         if dst.resolve() == src.resolve():
             raise ImageWriteError(f"{dst}: refusing to overwrite the input")
+        if dst.exists() and skip_existing:
+            continue
         if dst.exists() and not overwrite:
-            raise ImageWriteError(f"{dst}: exists already (use --overwrite to replace it)")
+            raise ImageWriteError(f"{dst}: exists already (use --overwrite to replace it, or --skip-existing)")
         jobs.append(Job(src, dst))
     targets = [j.target.resolve() for j in jobs]
     if len(set(targets)) != len(targets):
@@ -278,27 +331,53 @@ def output_bit_depth(source_depth: int, target: Path) -> int:
     return 8 if target.suffix.lower() in (".jpg", ".jpeg") else source_depth
 
 
-def _write(job: Job, data: ImageData, out: np.ndarray) -> None:
+def read_input(path: Path) -> ImageData | RawData:
+    """A raw file (by extension) through LibRaw, anything else as an image."""
+    return read_raw(path) if is_raw(path) else read_image(path)
+
+
+def denoise_input(data: ImageData | RawData, predictor: Predictor, options: TileOptions = TileOptions(),
+                  on_tile: Callable[[int, int], None] | None = None,
+                  on_retry: Callable[[TileOptions, BaseException], None] | None = None) -> np.ndarray:
+    """Image -> HxWxC float32; raw -> whole-sensor uint16 mosaic."""
+    if isinstance(data, RawData):
+        return denoise_raw(data, predictor, options, on_tile, on_retry)
+    return denoise_image_data(data, predictor, options, on_tile, on_retry)
+
+
+def _write(job: Job, data: ImageData | RawData, out: np.ndarray, raw_output: RawOutput = RawOutput()) -> None:
+    if isinstance(data, RawData):
+        if job.target.suffix.lower() == ".dng":
+            from n2ncli.io.dng import write_dng
+
+            write_dng(job.target, out, data.source, software=raw_output.software, record=raw_output.record or {})
+            return
+        rgb = render(data.source, out, linear=raw_output.linear)
+        depth = 8 if job.target.suffix.lower() in (".jpg", ".jpeg") else 16
+        write_image(job.target, rgb.astype(np.float32) / np.float32(65535), bit_depth=depth)
+        return
     write_image(job.target, np.clip(out, 0.0, 1.0), bit_depth=output_bit_depth(data.bit_depth, job.target),
                 exif=data.exif, icc_profile=data.icc_profile)
 
 
 def run_job(job: Job, predictor: Predictor, options: TileOptions = TileOptions(),
             on_tile: Callable[[int, int], None] | None = None,
-            on_retry: Callable[[TileOptions, BaseException], None] | None = None) -> tuple[str, ...]:
+            on_retry: Callable[[TileOptions, BaseException], None] | None = None,
+            raw_output: RawOutput = RawOutput()) -> tuple[str, ...]:
     """Denoise one file into its target; returns the reader's warnings for the user."""
-    data = read_image(job.source)
-    out = denoise_image_data(data, predictor, options, on_tile, on_retry)
-    _write(job, data, out)
+    data = read_input(job.source)
+    out = denoise_input(data, predictor, options, on_tile, on_retry)
+    _write(job, data, out, raw_output)
     return data.warnings
 
 
-def run_jobs(jobs: Sequence[Job], predictor: Predictor, options: TileOptions = TileOptions(), *,
+def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor], options: TileOptions = TileOptions(), *,
              workers: int = 2, ahead: int = 2,
              on_start: Callable[[Job], None] | None = None,
              on_tile: Callable[[int, int], None] | None = None,
              on_done: Callable[[Job, tuple[str, ...]], None] | None = None,
-             on_retry: Callable[[TileOptions, BaseException], None] | None = None) -> TileOptions:
+             on_retry: Callable[[TileOptions, BaseException], None] | None = None,
+             raw_output: RawOutput = RawOutput()) -> TileOptions:
     """Denoise many files with decoding and encoding overlapped with the network.
 
     Reader threads decode up to ``ahead`` images beyond the one the network is on, writer
@@ -306,6 +385,7 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor, options: TileOptions = T
     ``2 * ahead + 1`` images. The network and every callback run on the calling thread, in job
     order: ``on_start(job)`` before a file's tiles, ``on_tile(done, total)``, ``on_done(job,
     warnings)`` once its output is on disk. Outputs are the same bytes as ``run_job`` one by one.
+    ``predictor`` may map job kinds ("srgb", "raw") to predictors, for folders holding both.
 
     The first error (unreadable input, failed write, ...) stops the run: images already
     denoised are still written, nothing further is started, and the error is raised; writes are
@@ -327,7 +407,7 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor, options: TileOptions = T
     readers = ThreadPoolExecutor(workers, thread_name_prefix="n2n-read")
     writers = ThreadPoolExecutor(workers, thread_name_prefix="n2n-write")
     queue = iter(jobs)
-    reads: deque[tuple[Job, Future[ImageData]]] = deque()
+    reads: deque[tuple[Job, Future[ImageData | RawData]]] = deque()
     writes: deque[tuple[Job, tuple[str, ...], Future[None]]] = deque()
 
     def read_more() -> None:
@@ -335,7 +415,7 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor, options: TileOptions = T
             job = next(queue, None)
             if job is None:
                 return
-            reads.append((job, readers.submit(read_image, job.source)))
+            reads.append((job, readers.submit(read_input, job.source)))
 
     def finish_write() -> None:
         job, warnings, fut = writes.popleft()
@@ -351,13 +431,14 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor, options: TileOptions = T
             data = fut.result()
             if on_start:
                 on_start(job)
+            net = predictor[job.kind] if isinstance(predictor, Mapping) else predictor
             try:
-                out = denoise_image_data(data, predictor, current, on_tile, retried)
+                out = denoise_input(data, net, current, on_tile, retried)
             except N2nError as exc:
                 if str(job.source) in str(exc):
                     raise
                 raise type(exc)(f"{job.source}: {exc}") from exc  # say which file of the folder failed
-            writes.append((job, data.warnings, writers.submit(_write, job, data, out)))
+            writes.append((job, data.warnings, writers.submit(_write, job, data, out, raw_output)))
             del data, out
             while writes and (writes[0][2].done() or len(writes) > ahead):
                 finish_write()

@@ -3,7 +3,8 @@
 Noise is added to float images in [0, 1] and never clipped, as in the official protocol.
 Names: ``gaussian25``, ``gaussian5-50``, ``poisson30``, ``poisson5-50``, ``gaussian:SIGMA``,
 ``gaussian:LO-HI``, ``poisson:LAMBDA``, ``poisson:LO-HI`` (sigma on the 0-255 scale, lambda on
-intensities in [0, 1]).
+intensities in [0, 1]), and for raw mosaics ``poisson-gaussian:A,B``: the heteroscedastic camera
+model, variance ``A*x + B`` in normalised units (A: shot-noise gain, B: read-noise variance).
 """
 
 from __future__ import annotations
@@ -18,20 +19,25 @@ from n2ncli.errors import ConfigError
 
 PRESETS = ("gaussian25", "gaussian5-50", "poisson30", "poisson5-50")
 _PATTERN = re.compile(r"^(gaussian|poisson)[:]?([0-9.]+)(?:-([0-9.]+))?$")
+_CAMERA_PATTERN = re.compile(r"^poisson-gaussian:([0-9.e+-]+),([0-9.e+-]+)$")
 
 
 @dataclass(frozen=True)
 class NoiseSpec:
-    """Gaussian (level = sigma on 0-255) or Poisson (level = lambda), fixed if lo == hi."""
+    """Gaussian (level = sigma on 0-255) or Poisson (level = lambda), fixed if lo == hi;
+    or poisson-gaussian with shot gain ``lo`` (= ``hi``) and read-noise variance ``read``."""
 
     kind: str
     lo: float
     hi: float
+    read: float = 0.0
 
     @property
     def name(self) -> str:
         def fmt(v: float) -> str:
             return f"{v:.12g}"
+        if self.kind == "poisson-gaussian":
+            return f"poisson-gaussian:{fmt(self.lo)},{fmt(self.read)}"
         level = fmt(self.lo) if self.lo == self.hi else f"{fmt(self.lo)}-{fmt(self.hi)}"
         name = f"{self.kind}{level}"
         return name if name in PRESETS else f"{self.kind}:{level}"
@@ -45,6 +51,10 @@ class NoiseSpec:
     def apply(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Noisy version of NxCxHxW ``clean`` in [0,1], a fresh draw (level per image)."""
         n = clean.shape[0]
+        if self.kind == "poisson-gaussian":
+            shot = torch.poisson(clean.clamp(min=0) / self.lo, generator=generator) * self.lo
+            read = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+            return shot + read * self.read**0.5
         lv = self.levels(n, generator, clean.device).view(n, 1, 1, 1)
         if self.kind == "gaussian":
             noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
@@ -53,8 +63,11 @@ class NoiseSpec:
 
     def apply_numpy(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Noisy float32 copy of an HxWxC ``clean`` in [0,1] drawn from ``rng`` (evaluation)."""
-        lv = rng.uniform(self.lo, self.hi) if self.lo != self.hi else self.lo
         x = clean.astype(np.float64)
+        if self.kind == "poisson-gaussian":
+            y = rng.poisson(np.clip(x, 0, None) / self.lo) * self.lo + rng.normal(0.0, self.read**0.5, size=x.shape)
+            return y.astype(np.float32)
+        lv = rng.uniform(self.lo, self.hi) if self.lo != self.hi else self.lo
         if self.kind == "gaussian":
             y = x + rng.normal(0.0, lv / 255.0, size=x.shape)
         else:
@@ -64,10 +77,20 @@ class NoiseSpec:
 
 def parse_noise(text: str) -> NoiseSpec:
     """Parse a noise name; ConfigError quoting the bad value otherwise."""
+    camera = _CAMERA_PATTERN.match(text.strip().lower())
+    if camera:
+        try:
+            a, b = float(camera.group(1)), float(camera.group(2))
+        except ValueError as exc:
+            raise ConfigError(f"bad noise levels in {text!r}") from exc
+        if not (a > 0 and b >= 0):
+            raise ConfigError(f"poisson-gaussian needs A > 0 and B >= 0, got {text!r}")
+        return NoiseSpec("poisson-gaussian", a, a, b)
     m = _PATTERN.match(text.strip().lower())
     if not m:
         raise ConfigError(
-            f"unknown noise {text!r}: use one of {', '.join(PRESETS)}, gaussian:SIGMA or poisson:LAMBDA")
+            f"unknown noise {text!r}: use one of {', '.join(PRESETS)}, gaussian:SIGMA, poisson:LAMBDA "
+            "or poisson-gaussian:A,B")
     kind, lo_s, hi_s = m.groups()
     try:
         lo = float(lo_s)

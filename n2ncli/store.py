@@ -164,7 +164,8 @@ def default_model(kind: str) -> ModelRecord:
     if kind == "raw":
         fitted = [r for r in _records_in(models_dir(), False) if r.kind == "raw"]
         if fitted:
-            return max(fitted, key=lambda r: r.created)
+            # created has 1-second resolution: the weights' mtime breaks ties between quick fits
+            return max(fitted, key=lambda r: (r.created, r.weights_path.stat().st_mtime_ns))
     name = DEFAULT_MODELS[kind]
     try:
         return find_model(name)

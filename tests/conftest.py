@@ -61,3 +61,11 @@ def kodak_crop(shared_data: Path) -> Callable[..., np.ndarray]:
         return np.ascontiguousarray(full[top:top + height, left:left + width])
 
     return crop
+
+
+@pytest.fixture
+def n2n(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., object]:
+    """Run the real entry point in-process: ``n2n(*args) -> Run(exit code, stdout, stderr)``."""
+    from cli_run import run_n2n
+
+    return lambda *args: run_n2n(monkeypatch, capsys, *args)

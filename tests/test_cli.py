@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,34 +29,10 @@ from typer.testing import CliRunner
 from n2ncli import __version__, cli
 from n2ncli.backends.torch import TorchPredictor
 from n2ncli.store import DEFAULT_MODELS, SHIPPED_DIR, build_model, read_record
+from cli_run import Run, error_line
 
 SHIPPED = DEFAULT_MODELS["srgb"]
 WIDE = {"COLUMNS": "200"}  # rich tables squeeze columns to 80 characters without a terminal
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def n2n(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
-    """Run the real entry point in-process: ``n2n(*args) -> Run(exit code, stdout, stderr)``."""
-
-    def run(*args: object) -> Run:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["n2n", *map(str, args)])
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
 
 
 def run_subprocess(*args: object, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -89,15 +64,6 @@ def _sha(path: Path) -> str:
 def _flat(text: str) -> str:
     """Text without whitespace: rich wraps long lines (paths) at 80 columns without a terminal."""
     return "".join(text.split())
-
-
-def _error_line(run: Run) -> str:
-    """The single 'error:' line of a failed command; no traceback anywhere."""
-    assert "Traceback" not in run.err + run.out
-    errors = [line for line in run.err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, run.err
-    assert run.err.rstrip().splitlines()[-1] == errors[0]
-    return errors[0]
 
 
 @pytest.fixture
@@ -189,7 +155,7 @@ def test_bad_input_exits_1_with_one_line(n2n: Callable[..., Run], tmp_path: Path
     run = n2n(*args(tmp_path))
 
     assert run.code == 1
-    assert message in _error_line(run)
+    assert message in error_line(run)
     assert not (tmp_path / "out.png").exists()
 
 
@@ -224,7 +190,7 @@ def test_existing_output_is_kept_without_overwrite(n2n: Callable[..., Run], tmp_
 
     run = n2n("denoise", photo, "-o", target)
 
-    assert run.code == 1 and "--overwrite" in _error_line(run)
+    assert run.code == 1 and "--overwrite" in error_line(run)
     assert target.read_bytes() == b"precious"
 
 
@@ -246,7 +212,7 @@ def test_input_is_never_overwritten(n2n: Callable[..., Run], photo: Path, extra:
 
     run = n2n("denoise", photo, "-o", photo, *extra)
 
-    assert run.code == 1 and "refusing to overwrite the input" in _error_line(run)
+    assert run.code == 1 and "refusing to overwrite the input" in error_line(run)
     assert _sha(photo) == before
 
 
@@ -299,7 +265,7 @@ def test_models_path(n2n_home: Path) -> None:
 def test_shipped_model_cannot_be_removed(n2n: Callable[..., Run]) -> None:
     run = n2n("models", "rm", SHIPPED)
 
-    assert run.code == 1 and "ships with n2ncli" in _error_line(run)
+    assert run.code == 1 and "ships with n2ncli" in error_line(run)
     assert (SHIPPED_DIR / SHIPPED / "weights.pt").is_file()
 
 
@@ -352,7 +318,7 @@ def test_fit_refuses_an_existing_name(n2n: Callable[..., Run], train_dir: Path, 
 
     run = n2n("fit", train_dir, *FIT, "--name", "t4")
 
-    assert run.code == 1 and "exists already" in _error_line(run)
+    assert run.code == 1 and "exists already" in error_line(run)
 
 
 def test_fit_interrupted_then_resumed(tmp_path: Path, train_dir: Path, n2n_home: Path) -> None:

@@ -125,10 +125,10 @@ def test_a_failed_write_stops_the_run_after_writes_in_flight(inputs: list[Path],
 
     real = denoise_module._write
 
-    def failing(job: Job, data, out) -> None:  # noqa: ANN001
+    def failing(job: Job, data, out, raw_output) -> None:  # noqa: ANN001
         if job.source.name == "b.png":
             raise ImageWriteError(f"{job.target}: disk full (simulated)")
-        real(job, data, out)
+        real(job, data, out, raw_output)
 
     monkeypatch.setattr(denoise_module, "_write", failing)
     done: list[str] = []

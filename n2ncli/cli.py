@@ -69,7 +69,7 @@ def denoise(
     """Denoise images and raws with a trained model, in tiles; images keep bit depth, EXIF and ICC
     profile, raws become a DNG of the denoised mosaic or a 16-bit render."""
     from n2ncli.backends.select import BACKENDS, describe, make_predictor
-    from n2ncli.denoise import RawOutput, TileOptions, choose_tile, plan_jobs, run_jobs
+    from n2ncli.denoise import RawOutput, TileOptions, choose_tile, plan_jobs, refused_raws, run_jobs
     from n2ncli.errors import ConfigError, IncompatibleModelError
     from n2ncli.store import default_model, find_model
 
@@ -84,6 +84,15 @@ def denoise(
     if not jobs:
         console.print("nothing to do: every output exists already (--skip-existing)", highlight=False)
         return
+    refused = refused_raws(jobs)
+    if refused and len(jobs) == 1:
+        raise refused[0][1]
+    skipped = [str(exc) for _, exc in refused]  # a folder run goes on without them, listing them
+    for line in skipped:
+        _warn(f"skipped {line}")
+    jobs = [job for job in jobs if all(job is not r for r, _ in refused)]
+    if not jobs:
+        raise ConfigError(f"none of the {len(skipped)} file(s) can be denoised (see the warnings above)")
     kinds = sorted({job.kind for job in jobs})
     if model:
         record = find_model(model)
@@ -139,7 +148,8 @@ def denoise(
         run_jobs(jobs, predictors, options, on_start=on_start, on_done=on_done, on_retry=on_retry,
                  on_tile=lambda d, n: progress.update(tiles, completed=d, total=n), raw_output=raw_output)
         progress.update(tiles, visible=False)
-    console.print(f"denoised {len(jobs)} file(s) in {time.perf_counter() - t0:.1f} s", highlight=False)
+    console.print(f"denoised {len(jobs)} file(s) in {time.perf_counter() - t0:.1f} s"
+                  + (f"; skipped {len(skipped)}" if skipped else ""), highlight=False)
 
 
 def _progress(*extra) -> Progress:

@@ -126,7 +126,10 @@ def load_training_images(paths: Sequence[Path], reader: Callable[[Path], np.ndar
         arrays = [arrays[k] for k in keep] if arrays else arrays
         kept, shapes = [kept[k] for k in keep], [shapes[k] for k in keep]
     if not kept:
-        detail = f" ({len(skipped)} skipped)" if skipped else ""
+        detail = ""
+        if skipped:  # the first reason, so a single bad file explains itself
+            more = f" (and {len(skipped) - 1} more skipped)" if len(skipped) > 1 else ""
+            detail = f": {skipped[0]}{more}"
         raise DatasetError(f"no usable training images{detail}")
     if held > memory_budget:
         return StreamedImages(tuple(kept), tuple(shapes), tuple(skipped), reader, floor)

@@ -326,6 +326,20 @@ def plan_jobs(inputs: Sequence[Path], output: Path | None, *, suffix: str | None
     return jobs
 
 
+def refused_raws(jobs: Sequence[Job]) -> list[tuple[Job, N2nError]]:
+    """The raw jobs n2n cannot denoise (X-Trans, LinearRaw, unreadable...), found from headers."""
+    from n2ncli.io.raw import probe_raw
+
+    refused = []
+    for job in jobs:
+        if job.kind == "raw":
+            try:
+                probe_raw(job.source)
+            except N2nError as exc:
+                refused.append((job, exc))
+    return refused
+
+
 def output_bit_depth(source_depth: int, target: Path) -> int:
     """16-bit survives into PNG and TIFF; JPEG is 8-bit."""
     return 8 if target.suffix.lower() in (".jpg", ".jpeg") else source_depth

@@ -81,7 +81,7 @@ class RawData:
         return full
 
 
-def _open(path: Path):  # noqa: ANN202 - rawpy.RawPy, imported lazily
+def _open(path: Path, unpack: bool = True):  # noqa: ANN202 - rawpy.RawPy, imported lazily
     import rawpy
 
     if path.is_dir():
@@ -98,6 +98,8 @@ def _open(path: Path):  # noqa: ANN202 - rawpy.RawPy, imported lazily
         raise ImageReadError(f"{path}: LibRaw cannot read it ({type(exc).__name__}: {exc})") from None
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read file: {exc.strerror or exc}") from None
+    if not unpack:
+        return raw
     try:
         raw.unpack()  # decode now, so a truncated file fails here with our message
     except rawpy.LibRawError as exc:
@@ -106,8 +108,8 @@ def _open(path: Path):  # noqa: ANN202 - rawpy.RawPy, imported lazily
     return raw
 
 
-def _bayer_pattern(path: Path, raw) -> str:  # noqa: ANN001
-    """The visible area's 2x2 colours, or UnsupportedRawError saying why it is not Bayer."""
+def _check_bayer(path: Path, raw) -> None:  # noqa: ANN001
+    """UnsupportedRawError saying why the file is not a Bayer mosaic (header only, no decoding)."""
     import rawpy
 
     if raw.raw_type != rawpy.RawType.Flat:
@@ -122,6 +124,20 @@ def _bayer_pattern(path: Path, raw) -> str:  # noqa: ANN001
     if pattern.shape != (2, 2):
         raise UnsupportedRawError(f"{path}: {pattern.shape[0]}x{pattern.shape[1]} colour pattern; "
                                   "n2n supports Bayer (2x2) only")
+
+
+def probe_raw(path: str | os.PathLike[str]) -> None:
+    """Refuse a raw n2n cannot denoise from its header alone (milliseconds): ImageReadError or
+    UnsupportedRawError with one line, so a folder run can skip it before any work."""
+    path = Path(path)
+    with _open(path, unpack=False) as raw:
+        _check_bayer(path, raw)
+
+
+def _bayer_pattern(path: Path, raw) -> str:  # noqa: ANN001
+    """The visible area's 2x2 colours, or UnsupportedRawError saying why it is not Bayer."""
+    _check_bayer(path, raw)
+    desc = raw.color_desc.decode("ascii", "replace")
     try:
         cell = raw.raw_colors_visible[:2, :2]
         letters = "".join(desc[int(c)] for c in cell.flat)

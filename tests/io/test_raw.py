@@ -114,3 +114,47 @@ def test_refuses_a_truncated_raw_with_one_line(tmp_path: Path, chart: Path) -> N
 
 def test_unsupported_raw_error_is_an_image_read_error() -> None:
     assert issubclass(UnsupportedRawError, ImageReadError)
+
+
+# ----------------------------------------------------------------------- synthetic DNGs (tests/synthetic_raw.py)
+
+@pytest.mark.parametrize("pattern", ["RGGB", "GRBG", "GBRG", "BGGR"])
+@pytest.mark.parametrize("shape", [(64, 96), (37, 53)])
+def test_every_bayer_pattern_and_odd_size_reads_packs_and_returns_exactly(tmp_path: Path, pattern: str,
+                                                                         shape: tuple[int, int]) -> None:
+    from synthetic_raw import bayer_dng
+
+    path = tmp_path / f"{pattern}.dng"
+    written = bayer_dng(path, pattern, *shape, black=512, white=16383, seed=1)
+    raw = read_raw(path)
+    assert raw.pattern == pattern and raw.visible.shape == shape
+    packed, layout = pack(raw.normalised(), raw.pattern)
+    assert np.array_equal(raw.to_dn(unpack(packed, layout)), written)
+    reds = written[pattern.index("R") // 2::2, pattern.index("R") % 2::2].astype(np.float32)
+    assert np.allclose(packed[layout.top:, layout.left:, 0][: reds.shape[0], : reds.shape[1]],
+                       (reds - 512) / (16383 - 512))
+
+
+def test_an_odd_active_area_keeps_the_visible_phase(tmp_path: Path) -> None:
+    from synthetic_raw import bayer_dng
+
+    path = tmp_path / "margins.dng"
+    written = bayer_dng(path, "RGGB", 70, 100, active_area=(2, 4, 66, 98))
+    raw = read_raw(path)
+    assert (raw.top, raw.left, raw.height, raw.width) == (2, 4, 64, 94)
+    assert np.array_equal(raw.visible, written[2:66, 4:98]) and raw.pattern == "RGGB"
+
+
+@pytest.mark.parametrize(("maker", "reason"), [
+    ("xtrans_dng", "X-Trans sensor (6x6 colour pattern)"),
+    ("linear_raw_dng", "not a mosaic (already demosaiced"),
+    ("monochrome_dng", "monochrome sensor"),
+])
+def test_refuses_what_is_not_a_bayer_mosaic_naming_file_and_reason(tmp_path: Path, maker: str, reason: str) -> None:
+    import synthetic_raw
+
+    path = tmp_path / f"{maker}.dng"
+    getattr(synthetic_raw, maker)(path)
+    with pytest.raises(UnsupportedRawError) as info:
+        read_raw(path)
+    assert str(info.value).startswith(f"{path}: {reason}")

@@ -1,0 +1,1016 @@
+"""Write a DNG that holds a denoised CFA mosaic, with the source raw's metadata carried over.
+
+The output is one uncompressed 16-bit CFA image in IFD0 (contiguous strips, so dcraw's
+single-offset reader works too), an Exif sub-IFD and, when the source has one, a GPS sub-IFD.
+No preview or thumbnail is written: raw editors render their own, and the source's preview would
+show the noisy original.
+
+Values stay in the source's DN scale (same black and white levels), so the source's colour,
+linearity and opcode metadata keep describing the data. Two kinds of source:
+
+* a DNG: every tag of IFD0 and of the CFA IFD is copied as stored (type and bytes), except the
+  ones describing the image data layout (written fresh) and a few that the new data would make
+  false (see ``_DROPPED``). NoiseProfile goes (it describes the noise we removed, and raw editors
+  would denoise a second time) and NoiseReductionApplied is set to 1, which tells them not to.
+  A LinearizationTable is dropped too: LibRaw's ``raw_image`` has already been mapped through it
+  (so an OpcodeList1, meant for the stored values, now meets linearised ones; in practice these
+  are bad-pixel fixes, indifferent to scale).
+* any other raw LibRaw reads: the DNG tags are built from rawpy (CFA phase, black and white
+  levels, active area, colour matrix, white balance, orientation); Make, Model and the Exif and
+  GPS IFDs come from the file's own TIFF tags when it is TIFF-based (CR2, NEF, ARW, KDC...), else
+  from the Exif block of its embedded JPEG preview or rawpy's shot info. A MakerNote moves into
+  DNGPrivateData as DNG asks (its internal offsets may point outside it; see ``_makn_block``).
+  ColorMatrix1 is LibRaw's (Adobe's D65 matrix) or, for a camera LibRaw has none for, XYZ to
+  linear sRGB (camera channels taken as sRGB primaries): DNG requires one for a colour CFA.
+
+The processing record (model, hash, settings) travels as XMP in the ``n2n`` namespace, merged
+into the source's XMP packet when there is one, so :func:`read_processing_record` can tell our
+outputs from camera files by reading IFD0's tags only.
+
+The TIFF part is a small reader and writer of our own (tifffile cannot write nested Exif IFDs):
+:class:`Tag`, :class:`Ifd`, :func:`read_tiff_ifds`, :func:`write_tiff_ifds`. Tests build
+synthetic DNGs with it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Union
+from xml.dom import minidom
+from xml.parsers.expat import ExpatError
+
+import numpy as np
+
+from n2ncli import __version__
+from n2ncli.errors import ImageReadError, ImageWriteError
+from n2ncli.fsutil import atomic_path
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    import rawpy
+
+_log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------------ TIFF model
+
+
+class TagType(IntEnum):
+    """TIFF 6 / TIFF-EP field types (13 = IFD, from the TIFF technical notes)."""
+
+    BYTE = 1
+    ASCII = 2
+    SHORT = 3
+    LONG = 4
+    RATIONAL = 5
+    SBYTE = 6
+    UNDEFINED = 7
+    SSHORT = 8
+    SLONG = 9
+    SRATIONAL = 10
+    FLOAT = 11
+    DOUBLE = 12
+    IFD = 13
+
+
+_SIZE = {TagType.BYTE: 1, TagType.ASCII: 1, TagType.SHORT: 2, TagType.LONG: 4, TagType.RATIONAL: 8,
+         TagType.SBYTE: 1, TagType.UNDEFINED: 1, TagType.SSHORT: 2, TagType.SLONG: 4,
+         TagType.SRATIONAL: 8, TagType.FLOAT: 4, TagType.DOUBLE: 8, TagType.IFD: 4}
+_STRUCT = {TagType.SHORT: "H", TagType.LONG: "I", TagType.SSHORT: "h", TagType.SLONG: "i",
+           TagType.FLOAT: "f", TagType.DOUBLE: "d", TagType.IFD: "I",
+           TagType.RATIONAL: "I", TagType.SRATIONAL: "i"}
+_BYTES_TYPES = frozenset({TagType.BYTE, TagType.ASCII, TagType.SBYTE, TagType.UNDEFINED})
+_RATIONAL_TYPES = frozenset({TagType.RATIONAL, TagType.SRATIONAL})
+_INT_RANGE = {TagType.SHORT: (0, 0xFFFF), TagType.LONG: (0, 0xFFFFFFFF), TagType.IFD: (0, 0xFFFFFFFF),
+              TagType.SSHORT: (-0x8000, 0x7FFF), TagType.SLONG: (-0x80000000, 0x7FFFFFFF),
+              TagType.RATIONAL: (0, 0xFFFFFFFF), TagType.SRATIONAL: (-0x80000000, 0x7FFFFFFF)}
+
+TagValue = Union[bytes, tuple]
+
+
+@dataclass(frozen=True)
+class Tag:
+    """One IFD entry with its value decoded but its TIFF type kept, so a copy is exact.
+
+    ``value`` is ``bytes`` for BYTE, SBYTE, UNDEFINED and ASCII (ASCII with its NUL), a tuple of
+    ints or floats for the numeric types, a tuple of ``(numerator, denominator)`` pairs for
+    (S)RATIONAL, and a tuple of :class:`Ifd` for pointer tags (Exif, GPS, SubIFDs), which the
+    writer lays out as sub-IFDs. ``offset`` is where the value sat in the file it was read from
+    (a MakerNote's original position; None for new tags).
+    """
+
+    code: int
+    type: TagType
+    value: TagValue
+    offset: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.code <= 0xFFFF:
+            raise ValueError(f"tag code {self.code} outside 0..65535")
+        if self.type in _BYTES_TYPES:
+            if not isinstance(self.value, bytes):
+                raise TypeError(f"tag {self.code}: {self.type.name} needs bytes")
+            return
+        if not isinstance(self.value, tuple):
+            raise TypeError(f"tag {self.code}: {self.type.name} needs a tuple")
+        if self.is_pointer:
+            return
+        lo_hi = _INT_RANGE.get(self.type)
+        if lo_hi is None:
+            return
+        flat = [v for pair in self.value for v in pair] if self.type in _RATIONAL_TYPES else self.value
+        lo, hi = lo_hi
+        for v in flat:
+            if not (isinstance(v, (int, np.integer)) and lo <= v <= hi):
+                raise ValueError(f"tag {self.code}: {v!r} is not a valid {self.type.name} value")
+
+    @property
+    def is_pointer(self) -> bool:
+        """True when the value is a tuple of sub-IFDs (written as their offsets)."""
+        return bool(self.value) and isinstance(self.value, tuple) and isinstance(self.value[0], Ifd)
+
+    @property
+    def count(self) -> int:
+        return len(self.value)
+
+    # Constructors for new tags; read tags come from the file as they are.
+    @classmethod
+    def ascii(cls, code: int, text: str | bytes) -> Tag:
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        return cls(code, TagType.ASCII, data if data.endswith(b"\0") else data + b"\0")
+
+    @classmethod
+    def byte(cls, code: int, data: bytes | Sequence[int]) -> Tag:
+        return cls(code, TagType.BYTE, bytes(data))
+
+    @classmethod
+    def undefined(cls, code: int, data: bytes) -> Tag:
+        return cls(code, TagType.UNDEFINED, bytes(data))
+
+    @classmethod
+    def short(cls, code: int, *values: int) -> Tag:
+        return cls(code, TagType.SHORT, tuple(int(v) for v in values))
+
+    @classmethod
+    def long(cls, code: int, *values: int) -> Tag:
+        return cls(code, TagType.LONG, tuple(int(v) for v in values))
+
+    @classmethod
+    def rational(cls, code: int, *values: float | Fraction | tuple[int, int]) -> Tag:
+        return cls(code, TagType.RATIONAL, tuple(_to_rational(v, signed=False) for v in values))
+
+    @classmethod
+    def srational(cls, code: int, *values: float | Fraction | tuple[int, int]) -> Tag:
+        return cls(code, TagType.SRATIONAL, tuple(_to_rational(v, signed=True) for v in values))
+
+    @classmethod
+    def float32(cls, code: int, *values: float) -> Tag:
+        return cls(code, TagType.FLOAT, tuple(float(v) for v in values))
+
+    @classmethod
+    def double(cls, code: int, *values: float) -> Tag:
+        return cls(code, TagType.DOUBLE, tuple(float(v) for v in values))
+
+    @classmethod
+    def ifds(cls, code: int, *ifds: Ifd) -> Tag:
+        """A pointer tag (Exif 34665, GPS 34853, SubIFDs 330...) to sub-IFDs, typed LONG."""
+        if not ifds:
+            raise ValueError(f"tag {code}: a pointer tag needs at least one IFD")
+        return cls(code, TagType.LONG, tuple(ifds))
+
+    def numbers(self) -> tuple[float, ...]:
+        """The value as plain numbers (rationals divided out; 0/0 reads as nan)."""
+        if self.type in _BYTES_TYPES:
+            return tuple(self.value)
+        if self.type in _RATIONAL_TYPES:
+            return tuple(n / d if d else math.nan for n, d in self.value)
+        return tuple(self.value)
+
+    def text(self) -> str:
+        """An ASCII value as text, cut at the first NUL and stripped."""
+        return bytes(self.value).split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+
+
+def _to_rational(value: float | Fraction | tuple[int, int], *, signed: bool) -> tuple[int, int]:
+    """The nearest fraction whose parts fit 32 bits (exact for the 4-decimal matrices of cameras)."""
+    if isinstance(value, tuple):
+        return int(value[0]), int(value[1])
+    limit = 0x7FFFFFFF if signed else 0xFFFFFFFF
+    value = value if isinstance(value, Fraction) else float(value)
+    if not math.isfinite(value) or abs(value) > limit or (value < 0 and not signed):
+        raise ValueError(f"{value!r} does not fit a {'S' if signed else ''}RATIONAL")
+    den = 1_000_000
+    while True:
+        frac = Fraction(value).limit_denominator(den)
+        if abs(frac.numerator) <= limit:
+            return frac.numerator, frac.denominator
+        den //= 10
+
+
+@dataclass(eq=False)
+class Ifd:
+    """An image file directory: tags by code, plus optional pixels written as uncompressed strips.
+
+    ``image`` (HxW or HxWxS, any unsigned/float dtype) goes out row-major in the file's byte order;
+    the writer adds StripOffsets and StripByteCounts from the RowsPerStrip tag (all rows in one
+    strip without it). The other layout tags are the caller's (see :func:`image_tags`).
+    """
+
+    tags: dict[int, Tag] = field(default_factory=dict)
+    image: np.ndarray | None = None
+
+    def add(self, *tags: Tag) -> Ifd:
+        for tag in tags:
+            self.tags[tag.code] = tag
+        return self
+
+    def get(self, code: int) -> Tag | None:
+        return self.tags.get(code)
+
+    def __contains__(self, code: int) -> bool:
+        return code in self.tags
+
+    def sub_ifds(self, code: int) -> tuple[Ifd, ...]:
+        """The sub-IFDs of a pointer tag, or () when absent or not parsed."""
+        tag = self.tags.get(code)
+        return tag.value if tag is not None and tag.is_pointer else ()
+
+
+# Tag numbers (TIFF 6, TIFF-EP, Exif 2.32, DNG 1.7). Only the ones this module names.
+NEW_SUBFILE_TYPE, IMAGE_WIDTH, IMAGE_LENGTH, BITS_PER_SAMPLE, COMPRESSION = 254, 256, 257, 258, 259
+PHOTOMETRIC, MAKE, MODEL, STRIP_OFFSETS, ORIENTATION = 262, 271, 272, 273, 274
+SAMPLES_PER_PIXEL, ROWS_PER_STRIP, STRIP_BYTE_COUNTS, PLANAR_CONFIG = 277, 278, 279, 284
+SOFTWARE, DATE_TIME, ARTIST, SUB_IFDS, XMP, COPYRIGHT = 305, 306, 315, 330, 700, 33432
+CFA_REPEAT_PATTERN_DIM, CFA_PATTERN, EXIF_IFD, GPS_IFD, INTEROP_IFD = 33421, 33422, 34665, 34853, 40965
+EXPOSURE_TIME, F_NUMBER, ISO, EXIF_VERSION, DATE_TIME_ORIGINAL = 33434, 33437, 34855, 36864, 36867
+FOCAL_LENGTH, MAKER_NOTE, LENS_MAKE, LENS_MODEL = 37386, 37500, 42035, 42036
+DNG_VERSION, DNG_BACKWARD_VERSION, UNIQUE_CAMERA_MODEL = 50706, 50707, 50708
+CFA_PLANE_COLOR, CFA_LAYOUT, LINEARIZATION_TABLE = 50710, 50711, 50712
+BLACK_LEVEL_REPEAT_DIM, BLACK_LEVEL, WHITE_LEVEL = 50713, 50714, 50717
+DEFAULT_CROP_ORIGIN, DEFAULT_CROP_SIZE, COLOR_MATRIX_1, AS_SHOT_NEUTRAL = 50719, 50720, 50721, 50728
+DNG_PRIVATE_DATA, MAKER_NOTE_SAFETY, CALIBRATION_ILLUMINANT_1 = 50740, 50741, 50778
+RAW_DATA_UNIQUE_ID, ACTIVE_AREA, NOISE_REDUCTION_APPLIED = 50781, 50829, 50935
+OPCODE_LIST_1, OPCODE_LIST_2, OPCODE_LIST_3, NOISE_PROFILE = 51008, 51009, 51022, 51041
+
+PHOTOMETRIC_CFA, PHOTOMETRIC_LINEAR_RAW = 32803, 34892
+
+# ----------------------------------------------------------------------------------- TIFF reading
+
+
+class TiffFormatError(ValueError):
+    """The bytes are not a TIFF structure we can follow (bad header, offsets, loops)."""
+
+
+# Tags whose value is the offset of one or more IFDs of ordinary TIFF form; the reader follows
+# them, so a copy can lay them out again at new offsets.
+_IFD_POINTERS = frozenset({SUB_IFDS, EXIF_IFD, GPS_IFD, INTEROP_IFD})
+_MAX_ENTRIES = 4096
+_MAX_DEPTH = 6
+_MAX_CHAIN = 64
+_TIFF_MAGICS = (42, 0x4F52, 0x5352, 0x55)  # TIFF, Olympus ORF ("RO", "RS"), Panasonic RW2
+
+
+@dataclass
+class TiffData:
+    """What :func:`read_tiff_ifds` found: byte order (``"<"``/``">"``), the IFD0 chain, notes."""
+
+    byte_order: str
+    ifds: list[Ifd]
+    notes: list[str] = field(default_factory=list)
+
+
+class _Reader:
+    def __init__(self, fh: BinaryIO, size: int, byte_order: str, notes: list[str],
+                 codes: Collection[int] | None) -> None:
+        self.fh, self.size, self.bo, self.notes, self.codes = fh, size, byte_order, notes, codes
+        self.seen: set[int] = set()
+
+    def read(self, offset: int, n: int) -> bytes:
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise TiffFormatError(f"data at {offset}+{n} lies outside the file ({self.size} bytes)")
+        self.fh.seek(offset)
+        data = self.fh.read(n)
+        if len(data) != n:
+            raise TiffFormatError(f"file ends inside data at {offset}")
+        return data
+
+    def ifd(self, offset: int, depth: int, follow: bool) -> tuple[Ifd, int]:
+        if offset in self.seen:
+            raise TiffFormatError(f"IFD at {offset} is referenced twice (a loop)")
+        if depth > _MAX_DEPTH:
+            raise TiffFormatError("sub-IFDs nested too deep")
+        self.seen.add(offset)
+        (n,) = struct.unpack(self.bo + "H", self.read(offset, 2))
+        if n == 0 or n > _MAX_ENTRIES:
+            raise TiffFormatError(f"IFD at {offset} claims {n} entries")
+        table = self.read(offset + 2, 12 * n + 4)
+        out = Ifd()
+        for i in range(n):
+            code, typ, count = struct.unpack_from(self.bo + "HHI", table, 12 * i)
+            if self.codes is not None and code not in self.codes:
+                continue
+            try:
+                tag_type = TagType(typ)
+            except ValueError:
+                self.notes.append(f"tag {code}: unknown type {typ}, skipped")
+                continue
+            nbytes = count * _SIZE[tag_type]
+            if nbytes > self.size:
+                self.notes.append(f"tag {code}: {count} values do not fit the file, skipped")
+                continue
+            if nbytes <= 4:
+                raw, at = table[12 * i + 8:12 * i + 8 + nbytes], offset + 2 + 12 * i + 8
+            else:
+                (at,) = struct.unpack_from(self.bo + "I", table, 12 * i + 8)
+                try:
+                    raw = self.read(at, nbytes)
+                except TiffFormatError as exc:
+                    self.notes.append(f"tag {code}: {exc}, skipped")
+                    continue
+            value = self.decode(tag_type, count, raw)
+            if follow and code in _IFD_POINTERS and tag_type in (TagType.LONG, TagType.IFD) and value:
+                try:
+                    value = tuple(self.ifd(off, depth + 1, follow)[0] for off in value)
+                except (TiffFormatError, struct.error) as exc:
+                    self.notes.append(f"sub-IFD of tag {code} unreadable ({exc}), skipped")
+                    continue
+            out.tags[code] = Tag(code, tag_type, value, offset=at)
+        (next_offset,) = struct.unpack_from(self.bo + "I", table, 12 * n)
+        return out, next_offset
+
+    def decode(self, tag_type: TagType, count: int, raw: bytes) -> TagValue:
+        if tag_type in _BYTES_TYPES:
+            return bytes(raw)
+        fmt = _STRUCT[tag_type]
+        flat = struct.unpack(f"{self.bo}{count * (2 if tag_type in _RATIONAL_TYPES else 1)}{fmt}", raw)
+        if tag_type in _RATIONAL_TYPES:
+            return tuple(zip(flat[0::2], flat[1::2]))
+        return flat
+
+
+def _read_tiff_stream(fh: BinaryIO, size: int, *, follow: bool = True, chain: bool = True,
+                      codes: Collection[int] | None = None) -> TiffData:
+    head = fh.read(8)
+    if len(head) < 8 or head[:2] not in (b"II", b"MM"):
+        raise TiffFormatError("not a TIFF structure (no II/MM byte-order mark)")
+    bo = "<" if head[:2] == b"II" else ">"
+    magic, first = struct.unpack(bo + "HI", head[2:8])
+    if magic not in _TIFF_MAGICS:
+        raise TiffFormatError(f"not a TIFF structure (magic {magic})")
+    data = TiffData(bo, [])
+    reader = _Reader(fh, size, bo, data.notes, codes)
+    offset = first
+    while offset and len(data.ifds) < (_MAX_CHAIN if chain else 1):
+        try:
+            ifd, offset = reader.ifd(offset, 0, follow)
+        except (TiffFormatError, struct.error) as exc:
+            if not data.ifds:
+                raise TiffFormatError(str(exc)) from None
+            data.notes.append(f"IFD chain cut short: {exc}")
+            break
+        data.ifds.append(ifd)
+    if not data.ifds:
+        raise TiffFormatError("no IFD")
+    return data
+
+
+def read_tiff_ifds(path: str | os.PathLike[str] | bytes, *, follow: bool = True, chain: bool = True,
+                   codes: Collection[int] | None = None) -> TiffData:
+    """Parse the IFD tree of a classic TIFF (file path or in-memory bytes), tags only.
+
+    Pixel data is never read. ``follow`` parses Exif, GPS, Interop and SubIFD pointers into
+    sub-IFDs; ``chain=False`` stops after IFD0; ``codes`` reads only those tags (the others'
+    values are not even loaded). Raises TiffFormatError for what is not a TIFF, OSError for I/O.
+    """
+    options = {"follow": follow, "chain": chain, "codes": None if codes is None else frozenset(codes)}
+    if isinstance(path, (bytes, bytearray)):
+        return _read_tiff_stream(io.BytesIO(path), len(path), **options)
+    with open(path, "rb") as fh:
+        return _read_tiff_stream(fh, os.fstat(fh.fileno()).st_size, **options)
+
+
+# ----------------------------------------------------------------------------------- TIFF writing
+
+
+def image_tags(image: np.ndarray, photometric: int, *, rows_per_strip: int | None = None) -> list[Tag]:
+    """The layout tags of an uncompressed full-resolution image (NewSubFileType 0, strips).
+
+    ``image``: HxW or HxWxS array (uint8/uint16/uint32, or float32 with SampleFormat 3).
+    Strips of about 256 KiB unless ``rows_per_strip`` says otherwise.
+    """
+    height, width = image.shape[:2]
+    samples = 1 if image.ndim == 2 else image.shape[2]
+    bits = image.dtype.itemsize * 8
+    row_bytes = width * samples * image.dtype.itemsize
+    rows = rows_per_strip or max(1, min(height, (256 * 1024) // max(row_bytes, 1)))
+    tags = [Tag.long(NEW_SUBFILE_TYPE, 0), Tag.long(IMAGE_WIDTH, width), Tag.long(IMAGE_LENGTH, height),
+            Tag.short(BITS_PER_SAMPLE, *([bits] * samples)), Tag.short(COMPRESSION, 1),
+            Tag.short(PHOTOMETRIC, photometric), Tag.short(SAMPLES_PER_PIXEL, samples),
+            Tag.long(ROWS_PER_STRIP, rows), Tag.short(PLANAR_CONFIG, 1)]
+    if image.dtype.kind == "f":
+        tags.append(Tag.short(339, *([3] * samples)))  # SampleFormat: IEEE float
+    elif image.dtype.kind != "u":
+        raise ValueError(f"image dtype {image.dtype} is not unsigned or float")
+    return tags
+
+
+class _Builder:
+    """Lays out IFDs and their values in one buffer; pixel strips go after it, contiguous."""
+
+    def __init__(self, byte_order: str) -> None:
+        self.bo = byte_order
+        self.buf = bytearray(b"II*\0" if byte_order == "<" else b"MM\0*") + bytes(4)
+        self.images: list[tuple[int, np.ndarray, list[int]]] = []  # (StripOffsets value at, pixels, sizes)
+
+    def align(self) -> None:
+        if len(self.buf) % 2:
+            self.buf.append(0)
+
+    def encode(self, tag: Tag) -> bytes:
+        if tag.is_pointer:
+            return bytes(4 * tag.count)
+        if tag.type in _BYTES_TYPES:
+            return bytes(tag.value)
+        flat = [v for pair in tag.value for v in pair] if tag.type in _RATIONAL_TYPES else tag.value
+        return struct.pack(f"{self.bo}{len(flat)}{_STRUCT[tag.type]}", *flat)
+
+    def emit(self, ifd: Ifd) -> int:
+        tags = dict(ifd.tags)
+        strip_sizes: list[int] = []
+        if ifd.image is not None:
+            image = ifd.image
+            row_bytes = image.nbytes // max(image.shape[0], 1)
+            rows_tag = tags.get(ROWS_PER_STRIP)
+            rows = int(rows_tag.value[0]) if rows_tag else image.shape[0]
+            strip_sizes = [row_bytes * min(rows, image.shape[0] - r) for r in range(0, image.shape[0], rows)]
+            tags[STRIP_OFFSETS] = Tag.long(STRIP_OFFSETS, *([0] * len(strip_sizes)))
+            tags[STRIP_BYTE_COUNTS] = Tag.long(STRIP_BYTE_COUNTS, *strip_sizes)
+        entries = [tags[c] for c in sorted(tags)]
+        self.align()
+        start = len(self.buf)
+        self.buf += bytes(2 + 12 * len(entries) + 4)
+        struct.pack_into(self.bo + "H", self.buf, start, len(entries))
+        pointers: list[tuple[int, tuple[Ifd, ...]]] = []
+        strip_at = -1
+        for i, tag in enumerate(entries):
+            pos = start + 2 + 12 * i
+            raw = self.encode(tag)
+            struct.pack_into(self.bo + "HHI", self.buf, pos, tag.code, int(tag.type), tag.count)
+            if len(raw) <= 4:
+                self.buf[pos + 8:pos + 8 + len(raw)] = raw
+                value_at = pos + 8
+            else:
+                self.align()
+                value_at = len(self.buf)
+                self.buf += raw
+                struct.pack_into(self.bo + "I", self.buf, pos + 8, value_at)
+            if tag.is_pointer:
+                pointers.append((value_at, tag.value))
+            if tag.code == STRIP_OFFSETS and ifd.image is not None:
+                strip_at = value_at
+        for value_at, subs in pointers:
+            for k, sub in enumerate(subs):
+                struct.pack_into(self.bo + "I", self.buf, value_at + 4 * k, self.emit(sub))
+        if ifd.image is not None:
+            self.images.append((strip_at, ifd.image, strip_sizes))
+        return start
+
+    def build(self, ifds: Sequence[Ifd]) -> None:
+        previous_next = 4  # the header's first-IFD offset
+        for ifd in ifds:
+            start = self.emit(ifd)
+            struct.pack_into(self.bo + "I", self.buf, previous_next, start)
+            (n,) = struct.unpack_from(self.bo + "H", self.buf, start)
+            previous_next = start + 2 + 12 * n
+        self.align()
+        offset = len(self.buf)
+        for strip_at, image, sizes in self.images:
+            for k, size in enumerate(sizes):
+                struct.pack_into(self.bo + "I", self.buf, strip_at + 4 * k, offset)
+                offset += size
+            offset += offset % 2
+        if offset > 0xFFFFFFFF:
+            raise ValueError(f"{offset} bytes is over the 4 GiB limit of classic TIFF")
+
+    def write(self, fh: BinaryIO) -> None:
+        fh.write(self.buf)
+        for _, image, _ in self.images:
+            data = np.ascontiguousarray(image, dtype=image.dtype.newbyteorder(self.bo))
+            fh.write(memoryview(data).cast("B"))
+            if data.nbytes % 2:
+                fh.write(b"\0")
+
+
+def write_tiff_ifds(path: str | os.PathLike[str] | BinaryIO, ifds: Sequence[Ifd], byte_order: str = "<") -> None:
+    """Write a classic TIFF: ``ifds`` chained from IFD0, pointer tags laid out as sub-IFDs.
+
+    Entries are sorted, values and IFDs word-aligned, pixels written after all metadata as
+    contiguous strips. ``byte_order``: ``"<"`` (II) or ``">"`` (MM). Not atomic by itself: pass the
+    temp path of :func:`n2ncli.fsutil.atomic_path` (or an open binary file).
+    """
+    if byte_order not in ("<", ">"):
+        raise ValueError(f"byte order {byte_order!r} is not '<' or '>'")
+    builder = _Builder(byte_order)
+    builder.build(ifds)
+    if hasattr(path, "write"):
+        builder.write(path)  # type: ignore[arg-type]
+        return
+    with open(path, "wb") as fh:
+        builder.write(fh)
+
+
+# ------------------------------------------------------------------------------------ DNG policy
+
+# Tags describing how the source stored its pixels (or its preview's); written fresh or not at all.
+_LAYOUT = frozenset({
+    254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281, 284, 290, 291,
+    292, 293, 317, 318, 319, 320, 322, 323, 324, 325, 338, 339, 340, 341, 347, 512, 513, 514, 515,
+    517, 518, 519, 520, 521, 529, 530, 531, 532,
+    50974,   # SubTileBlockSize
+    50975,   # RowInterleaveFactor
+    52547,   # ColumnInterleaveFactor
+    52553, 52554, 52555,  # JXLDistance, JXLEffort, JXLDecodeSpeed
+})
+# Tags a DNG copy leaves out on purpose, with the reason (kept short: it goes to the debug log).
+_DROPPED = {
+    NOISE_PROFILE: "its noise model describes the noise we removed; raw editors would denoise again",
+    LINEARIZATION_TABLE: "LibRaw's raw_image is already linearised through it",
+    50972: "RawImageDigest no longer matches the new pixels",
+    51111: "NewRawImageDigest no longer matches the new pixels",
+    RAW_DATA_UNIQUE_ID: "replaced: the raw data changed",
+    NOISE_REDUCTION_APPLIED: "replaced by 1 (fully denoised)",
+    34675: "ICC profile of the source's IFD0 image (a preview), meaningless for a CFA image",
+    50933: "ExtraCameraProfiles are offsets to profile blocks we do not relocate",
+    50966: "preview metadata (no preview is written)", 50967: "preview metadata", 50968: "preview metadata",
+    50969: "preview metadata", 50970: "preview metadata", 50971: "preview metadata",
+    51112: "RawToPreviewGain (no preview is written)", 51114: "CacheVersion of a preview",
+    SUB_IFDS: "previews and other sub-images of the source are not carried",
+    # Private tags known to hold file offsets (they would point into nothing after a copy).
+    33424: "Kodak IFD offset", 65024: "Kodak KDC IFD offset", 29184: "Sony SR2Private offset",
+    29185: "Sony SR2 offset", 29217: "Sony SR2 offset",
+}
+# Rebuilt from the copy: pointers laid out again, our own fields.
+_REBUILT = frozenset({EXIF_IFD, GPS_IFD, INTEROP_IFD, XMP, SOFTWARE})
+
+# Exif-IFD tags (Exif 2.32); a TIFF-EP raw (KDC, some NEF) keeps them in IFD0, DNG wants them in
+# the Exif IFD.
+_EXIF_TAGS = frozenset({
+    33434, 33437, 34850, 34852, 34855, 34856, 34864, 34865, 34866, 34867, 34868, 34869, 36864, 36867,
+    36868, 36880, 36881, 36882, 37121, 37122, 37377, 37378, 37379, 37380, 37381, 37382, 37383, 37384,
+    37385, 37386, 37396, 37500, 37510, 37520, 37521, 37522, 37888, 37889, 37890, 37891, 37892, 37893,
+    40960, 40961, 40962, 40963, 40964, 41483, 41484, 41486, 41487, 41488, 41492, 41493, 41495, 41728,
+    41729, 41730, 41985, 41986, 41987, 41988, 41989, 41990, 41991, 41992, 41993, 41994, 41995, 41996,
+    42016, 42032, 42033, 42034, 42035, 42036, 42037, 42038, 42039, 42040, 42240,
+})
+# IFD0 tags of a non-DNG raw worth keeping: who, what, when, rights (270 ImageDescription,
+# 33723 IPTC), and the TIFF-EP fields DNG validators accept in IFD0: TimeZoneOffset,
+# ImageNumber, TIFF/EPStandardID. Other TIFF-EP fields (BatteryLevel, SelfTimerMode...) are
+# dropped; TIFF-EP's SensingMethod (37399) becomes Exif's (41495), which has the same values.
+_KEPT_IFD0 = frozenset({270, MAKE, MODEL, DATE_TIME, ARTIST, COPYRIGHT, 33723, 34858, 37393, 37398})
+_TIFF_EP_SENSING_METHOD, _EXIF_SENSING_METHOD = 37399, 41495
+
+# XYZ (D65) -> linear sRGB (IEC 61966-2-1), the fallback ColorMatrix1: it declares the camera's
+# channels to be sRGB primaries, the usual guess for a camera without a matrix (LibRaw's too).
+_XYZ_TO_SRGB = ((3.2404542, -1.5371385, -0.4985314),
+                (-0.9692660, 1.8760108, 0.0415560),
+                (0.0556434, -0.2040259, 1.0572252))
+_D65 = 21  # EXIF LightSource / DNG CalibrationIlluminant
+# LibRaw's flip (0 none, 3 180 deg, 5 90 deg CCW, 6 90 deg CW; dcraw's "50132467" table) -> EXIF Orientation.
+_FLIP_TO_ORIENTATION = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
+
+
+@dataclass
+class _Meta:
+    """The metadata of the DNG to write, gathered from the source."""
+
+    byte_order: str
+    ifd0: dict[int, Tag]
+    exif: dict[int, Tag]
+    gps: Ifd | None
+    xmp: bytes | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _dng_meta(source: Path, tiff: TiffData, shape: tuple[int, int]) -> _Meta:
+    """Metadata from a DNG source: IFD0 and its CFA IFD copied, minus layout and dropped tags."""
+    ifd0 = tiff.ifds[0]
+    raw_ifd = _find_raw_ifd(source, tiff)
+    width, height = _first(raw_ifd, IMAGE_WIDTH), _first(raw_ifd, IMAGE_LENGTH)
+    if (height, width) != shape:
+        raise ImageWriteError(f"{source}: the mosaic is {shape[0]}x{shape[1]} but the source's CFA image "
+                              f"is {height}x{width}")
+    notes = list(tiff.notes)
+    tags: dict[int, Tag] = {}
+    for ifd in (ifd0, raw_ifd) if raw_ifd is not ifd0 else (ifd0,):
+        for code, tag in ifd.tags.items():
+            if code in _LAYOUT or code in _REBUILT:
+                continue
+            if code in _DROPPED:
+                notes.append(f"tag {code} dropped: {_DROPPED[code]}")
+                continue
+            if tag.type == TagType.IFD:
+                notes.append(f"tag {code} dropped: an IFD offset of unknown meaning")
+                continue
+            tags[code] = tag
+    if WHITE_LEVEL not in tags:
+        # The default white is 2**BitsPerSample - 1; we store 16 bits, so the source's must be said.
+        tags[WHITE_LEVEL] = Tag.long(WHITE_LEVEL, (1 << _first(raw_ifd, BITS_PER_SAMPLE, 16)) - 1)
+    if any(c in tags for c in (OPCODE_LIST_1, OPCODE_LIST_2, OPCODE_LIST_3)):
+        version = tags.get(DNG_VERSION)
+        if version is None or tuple(version.value) < (1, 3, 0, 0):
+            tags[DNG_VERSION] = Tag.byte(DNG_VERSION, (1, 3, 0, 0))
+    exif_src = ifd0.sub_ifds(EXIF_IFD) or raw_ifd.sub_ifds(EXIF_IFD)
+    exif = _copy_exif(exif_src[0], notes) if exif_src else {}
+    gps = (ifd0.sub_ifds(GPS_IFD) or (None,))[0]
+    xmp_tag = ifd0.get(XMP) or raw_ifd.get(XMP)
+    return _Meta(tiff.byte_order, tags, exif, gps, None if xmp_tag is None else bytes(xmp_tag.value), notes)
+
+
+def _find_raw_ifd(source: Path, tiff: TiffData) -> Ifd:
+    """The main raw IFD: NewSubFileType 0 in IFD0's chain or SubIFD tree, CFA preferred."""
+    candidates: list[Ifd] = []
+
+    def walk(ifds: Iterable[Ifd]) -> None:
+        for ifd in ifds:
+            if _first(ifd, NEW_SUBFILE_TYPE, 0) == 0 and IMAGE_WIDTH in ifd:
+                candidates.append(ifd)
+            walk(ifd.sub_ifds(SUB_IFDS))
+
+    walk(tiff.ifds)
+    for ifd in candidates:
+        if _first(ifd, PHOTOMETRIC) == PHOTOMETRIC_CFA:
+            dims = ifd.get(CFA_REPEAT_PATTERN_DIM)
+            if dims is not None and tuple(dims.value) != (2, 2):
+                raise ImageReadError(f"{source}: a {dims.value[0]}x{dims.value[1]} CFA (e.g. X-Trans); "
+                                     "only 2x2 Bayer mosaics are supported")
+            return ifd
+    if any(_first(ifd, PHOTOMETRIC) == PHOTOMETRIC_LINEAR_RAW for ifd in candidates):
+        raise ImageReadError(f"{source}: a LinearRaw DNG (already demosaiced or monochrome), not a CFA mosaic")
+    raise ImageReadError(f"{source}: DNG without a CFA raw image")
+
+
+def _first(ifd: Ifd, code: int, default: int | None = None) -> int | None:
+    """The first number of a numeric tag, or ``default``."""
+    tag = ifd.get(code)
+    if tag is None or not tag.value or tag.is_pointer or tag.type in (TagType.ASCII, TagType.UNDEFINED):
+        return default
+    return int(tag.numbers()[0])
+
+
+def _copy_exif(exif: Ifd, notes: list[str]) -> dict[int, Tag]:
+    """All Exif tags as stored (MakerNote as bytes), the Interop IFD re-laid, other offsets dropped."""
+    tags: dict[int, Tag] = {}
+    for code, tag in exif.tags.items():
+        if code == INTEROP_IFD:
+            if tag.is_pointer:
+                tags[code] = tag
+            continue
+        if tag.type == TagType.IFD or tag.is_pointer:
+            notes.append(f"Exif tag {code} dropped: an IFD offset")
+            continue
+        tags[code] = tag
+    return tags
+
+
+def _rawpy_meta(source: Path, raw: rawpy.RawPy, tiff: TiffData | None, shape: tuple[int, int]) -> _Meta:
+    """Metadata for a non-DNG source: DNG tags from LibRaw, descriptive tags from the file."""
+    pattern = raw.raw_pattern
+    if pattern is None or pattern.shape != (2, 2):
+        kind = "an X-Trans or other non-Bayer" if pattern is not None and pattern.size > 1 else "not a CFA"
+        raise ImageReadError(f"{source}: {kind} raw; only 2x2 Bayer mosaics are supported")
+    if raw.raw_image.shape != shape:
+        raise ImageWriteError(f"{source}: the mosaic is {shape[0]}x{shape[1]} but LibRaw's raw image is "
+                              f"{'x'.join(map(str, raw.raw_image.shape))}")
+    desc = raw.color_desc.decode("ascii", "replace")
+    plane_of = {"R": 0, "G": 1, "B": 2}
+    if any(ch not in plane_of for ch in desc[:raw.num_colors]) or len(set(desc[:raw.num_colors])) != 3:
+        raise ImageReadError(f"{source}: CFA colours {desc!r} are not red, green and blue")
+    s = raw.sizes
+    top, left = s.top_margin, s.left_margin
+    height, width = min(s.height, shape[0] - top), min(s.width, shape[1] - left)
+    if height < 2 or width < 2:
+        raise ImageReadError(f"{source}: LibRaw reports an empty visible area")
+    # DNG's CFA and black-level patterns start at the ActiveArea's corner; rawpy's raw_colors is
+    # indexed on the whole sensor, so take the 2x2 cell at the active area's corner.
+    cell = raw.raw_colors[top:top + 2, left:left + 2]
+    cfa = bytes(plane_of[desc[c]] for c in cell.ravel())
+    blacks = raw.black_level_per_channel
+    built = [
+        Tag.byte(DNG_VERSION, (1, 4, 0, 0)), Tag.byte(DNG_BACKWARD_VERSION, (1, 1, 0, 0)),
+        Tag.short(CFA_REPEAT_PATTERN_DIM, 2, 2), Tag.byte(CFA_PATTERN, cfa),
+        Tag.byte(CFA_PLANE_COLOR, (0, 1, 2)), Tag.short(CFA_LAYOUT, 1),
+        Tag.short(BLACK_LEVEL_REPEAT_DIM, 2, 2),
+        Tag.long(BLACK_LEVEL, *(int(blacks[c]) for c in cell.ravel())),
+        Tag.long(WHITE_LEVEL, int(raw.white_level)),
+        Tag.long(ACTIVE_AREA, top, left, top + height, left + width),
+        *_default_crop(s, top, left, height, width),
+        Tag.short(ORIENTATION, _FLIP_TO_ORIENTATION.get(s.flip, 1)),
+        # LibRaw's matrices are Adobe's D65 ones (ColorMatrix2 of Adobe's converter)
+        Tag.short(CALIBRATION_ILLUMINANT_1, _D65),
+    ]
+    rows = [desc.index(ch) for ch in "RGB"]  # camera channel of each CFA plane colour
+    cam_xyz = np.asarray(raw.rgb_xyz_matrix, dtype=np.float64)[rows]
+    matrix = cam_xyz if np.any(cam_xyz) and np.all(np.isfinite(cam_xyz)) else np.array(_XYZ_TO_SRGB)
+    built.append(Tag.srational(COLOR_MATRIX_1, *(round(float(v), 6) for v in matrix.ravel())))
+    wb = np.asarray(raw.camera_whitebalance[:4], dtype=np.float64)[rows]
+    if np.all(np.isfinite(wb)) and np.all(wb > 0):
+        built.append(Tag.rational(AS_SHOT_NEUTRAL, *(float(wb[1] / v) for v in wb)))
+    tags = {t.code: t for t in built}
+
+    notes = [] if tiff is None else list(tiff.notes)
+    exif: dict[int, Tag] = {}
+    gps: Ifd | None = None
+    xmp: bytes | None = None
+    byte_order = "<"
+    if tiff is not None:
+        byte_order = tiff.byte_order
+        ifd0 = tiff.ifds[0]
+        for code, tag in ifd0.tags.items():
+            if tag.is_pointer or tag.type == TagType.IFD:
+                continue
+            if code in _KEPT_IFD0:
+                tags[code] = tag
+            elif code in _EXIF_TAGS:
+                exif[code] = tag  # TIFF-EP keeps Exif fields in IFD0
+            elif code == _TIFF_EP_SENSING_METHOD and tag.type == TagType.SHORT:
+                exif.setdefault(_EXIF_SENSING_METHOD, Tag(_EXIF_SENSING_METHOD, tag.type, tag.value[:1]))
+        exif_src = ifd0.sub_ifds(EXIF_IFD)
+        if exif_src:
+            exif.update(_copy_exif(exif_src[0], notes))
+        gps = (ifd0.sub_ifds(GPS_IFD) or (None,))[0]
+        xmp = bytes(ifd0.tags[XMP].value) if XMP in ifd0 else None
+        maker_note = exif.pop(MAKER_NOTE, None)
+        if maker_note is not None:
+            tags[DNG_PRIVATE_DATA] = Tag.byte(DNG_PRIVATE_DATA, _makn_block(maker_note, byte_order))
+    _fill_from_rawpy(raw, tags, exif)
+    make, model = _text(tags.get(MAKE)), _text(tags.get(MODEL))
+    unique = model if make and model.lower().startswith(make.split()[0].lower()) else f"{make} {model}".strip()
+    tags[UNIQUE_CAMERA_MODEL] = Tag.ascii(UNIQUE_CAMERA_MODEL, unique or "Unknown camera")
+    return _Meta(byte_order, tags, exif, gps, xmp, notes)
+
+
+def _default_crop(s: rawpy.ImageSizes, top: int, left: int, height: int, width: int) -> list[Tag]:
+    """DefaultCrop from the camera's own crop when LibRaw has one inside the active area, else all of it.
+
+    LibRaw's raw_inset_crops are relative to the whole sensor; DNG's crop to the active area.
+    """
+    ct, cl, ch, cw = s.crop_top_margin - top, s.crop_left_margin - left, s.crop_height, s.crop_width
+    if not (0 < ch and 0 < cw and 0 <= ct and 0 <= cl and ct + ch <= height and cl + cw <= width):
+        ct, cl, ch, cw = 0, 0, height, width
+    return [Tag.long(DEFAULT_CROP_ORIGIN, cl, ct), Tag.long(DEFAULT_CROP_SIZE, cw, ch)]
+
+
+def _fill_from_rawpy(raw: rawpy.RawPy, tags: dict[int, Tag], exif: dict[int, Tag]) -> None:
+    """Fill shot details the file's tags lacked from LibRaw's (works for non-TIFF raws too)."""
+    other, lens = raw.other, raw.lens
+    if other.shutter_speed > 0 and EXPOSURE_TIME not in exif:
+        t = float(other.shutter_speed)
+        n = round(1 / t)  # cameras state 1/n s; keep that form when it is one
+        exif[EXPOSURE_TIME] = Tag.rational(EXPOSURE_TIME, (1, n) if t < 1 and n and abs(1 / t - n) <= 0.01 * n else t)
+    if other.aperture > 0 and F_NUMBER not in exif:
+        exif[F_NUMBER] = Tag.rational(F_NUMBER, Fraction(float(other.aperture)).limit_denominator(100))
+    if 0 < other.iso_speed < 65536 and ISO not in exif:
+        exif[ISO] = Tag.short(ISO, round(other.iso_speed))
+    if other.focal_length > 0 and FOCAL_LENGTH not in exif:
+        exif[FOCAL_LENGTH] = Tag.rational(FOCAL_LENGTH, Fraction(float(other.focal_length)).limit_denominator(100))
+    stamp = other.timestamp
+    if isinstance(stamp, _dt.datetime) and stamp.year > 1970 and DATE_TIME_ORIGINAL not in exif:
+        exif[DATE_TIME_ORIGINAL] = Tag.ascii(DATE_TIME_ORIGINAL, stamp.strftime("%Y:%m:%d %H:%M:%S"))
+    if other.artist and ARTIST not in tags:
+        tags[ARTIST] = Tag.ascii(ARTIST, other.artist)
+    if lens.make and LENS_MAKE not in exif:
+        exif[LENS_MAKE] = Tag.ascii(LENS_MAKE, lens.make)
+    if lens.model and LENS_MODEL not in exif:
+        exif[LENS_MODEL] = Tag.ascii(LENS_MODEL, lens.model)
+
+
+def _text(tag: Tag | None) -> str:
+    return "" if tag is None or tag.type != TagType.ASCII else tag.text()
+
+
+def _makn_block(maker_note: Tag, byte_order: str) -> bytes:
+    """DNGPrivateData for a MakerNote, in Adobe's form (DNG spec, "DNGPrivateData"; what exiftool
+    and Adobe's converter read): ``"Adobe\\0"``, ``"MakN"``, big-endian byte count, the source's
+    byte-order mark, the MakerNote's original offset (big-endian, so readers can rebase its
+    internal offsets), then the MakerNote bytes. MakerNoteSafety is not set: we cannot vouch that
+    a MakerNote has no offsets pointing outside itself.
+    """
+    body = (b"II" if byte_order == "<" else b"MM") + struct.pack(">I", maker_note.offset or 0) + bytes(maker_note.value)
+    block = b"Adobe\0MakN" + struct.pack(">I", len(body)) + body
+    return block + (b"\0" if len(body) % 2 else b"")
+
+
+def _exif_from_thumbnail(raw: rawpy.RawPy) -> TiffData | None:
+    """The Exif block of a non-TIFF raw's embedded JPEG preview (RAF and others carry one), if any."""
+    with contextlib.suppress(Exception):  # no thumbnail, unknown format: LibRaw raises many kinds
+        thumb = raw.extract_thumb()
+        data = thumb.data if isinstance(thumb.data, (bytes, bytearray)) else b""
+        start = data.find(b"Exif\0\0", 0, 65536)
+        if start >= 0:
+            (length,) = struct.unpack(">H", data[start - 2:start])
+            return read_tiff_ifds(bytes(data[start + 6:start - 2 + length]))
+    return None
+
+
+# ------------------------------------------------------------------------------------------ XMP
+
+N2N_NS = "https://github.com/n2ncli/ns/1.0/"
+_RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_XMP_NS = "http://ns.adobe.com/xap/1.0/"
+_X_NS = "adobe:ns:meta/"
+_XMLNS_NS = "http://www.w3.org/2000/xmlns/"
+_XPACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+_XPACKET_END = '\n<?xpacket end="w"?>'
+_XMP_PADDING = 2048  # XMP convention: room for editors to grow the packet in place
+
+
+def _xmp_with_record(packet: bytes | None, software: str, record: dict) -> tuple[bytes, str | None]:
+    """The source's XMP (or a new packet) with our rdf:Description added and xmp:CreatorTool set.
+
+    Earlier n2n fields and CreatorTool are removed first, so each property appears once. Returns
+    the packet and a note when the source's packet could not be parsed (it is then replaced).
+    """
+    doc, rdf, note = None, None, None
+    if packet:
+        try:
+            doc = minidom.parseString(packet.rstrip(b"\0 \t\r\n"))
+            found = doc.getElementsByTagNameNS(_RDF_NS, "RDF")
+            rdf = found[0] if found else None
+            note = None if rdf is not None else "source XMP has no rdf:RDF; replaced by ours"
+        except (ExpatError, ValueError) as exc:
+            note = f"source XMP unreadable ({exc}); replaced by ours"
+    if rdf is None:
+        doc = minidom.parseString(
+            f'<x:xmpmeta xmlns:x="{_X_NS}" x:xmptk="n2ncli {__version__}"><rdf:RDF xmlns:rdf="{_RDF_NS}">'
+            "</rdf:RDF></x:xmpmeta>")
+        rdf = doc.getElementsByTagNameNS(_RDF_NS, "RDF")[0]
+    for desc in [n for n in rdf.childNodes if _is_element(n, _RDF_NS, "Description")]:
+        for attr in [desc.attributes.item(i) for i in range(desc.attributes.length)]:
+            if _superseded(attr.namespaceURI, attr.localName):
+                desc.removeAttributeNode(attr)
+        for child in [n for n in desc.childNodes if n.nodeType == n.ELEMENT_NODE]:
+            if _superseded(child.namespaceURI, child.localName):
+                desc.removeChild(child)
+        properties = [n for n in desc.childNodes if n.nodeType == n.ELEMENT_NODE] + [
+            a for a in (desc.attributes.item(i) for i in range(desc.attributes.length))
+            if a.namespaceURI not in (_XMLNS_NS, _RDF_NS)]
+        if not properties:
+            rdf.removeChild(desc)
+    fields = [("xmp:CreatorTool", software), ("n2n:Version", str(record.get("version", __version__)))]
+    if "model" in record:
+        fields.append(("n2n:Model", str(record["model"])))
+    if "sha256" in record:
+        fields.append(("n2n:ModelSha256", str(record["sha256"])))
+    if "settings" in record:
+        fields.append(("n2n:Settings", json.dumps(record["settings"], sort_keys=True)))
+    fields.append(("n2n:Record", json.dumps(record, sort_keys=True)))  # the one read back
+    ours = doc.createElementNS(_RDF_NS, "rdf:Description")
+    ours.setAttribute("rdf:about", "")
+    ours.setAttribute("xmlns:xmp", _XMP_NS)
+    ours.setAttribute("xmlns:n2n", N2N_NS)
+    for name, text in fields:
+        element = doc.createElementNS(_XMP_NS if name.startswith("xmp:") else N2N_NS, name)
+        element.appendChild(doc.createTextNode(text))
+        ours.appendChild(element)
+    rdf.appendChild(ours)
+    body = doc.documentElement.toxml()
+    return (_XPACKET_BEGIN + body + "\n" + " " * _XMP_PADDING + _XPACKET_END).encode("utf-8"), note
+
+
+def _is_element(node: minidom.Node, namespace: str, local: str) -> bool:
+    return node.nodeType == node.ELEMENT_NODE and node.namespaceURI == namespace and node.localName == local
+
+
+def _superseded(namespace: str | None, local: str | None) -> bool:
+    """Properties our Description replaces: every n2n field, and xmp:CreatorTool."""
+    return namespace == N2N_NS or (namespace == _XMP_NS and local == "CreatorTool")
+
+
+def _record_from_xmp(packet: bytes, path: Path) -> dict | None:
+    """n2n:Record (element or attribute form, as XMP editors may rewrite it) as a dict, or None."""
+    try:
+        doc = minidom.parseString(packet.rstrip(b"\0 \t\r\n"))
+    except (ExpatError, ValueError):
+        return None
+    texts = doc.getElementsByTagNameNS(N2N_NS, "Record")
+    if texts:
+        text = "".join(n.data for n in texts[0].childNodes if n.nodeType == n.TEXT_NODE)
+    else:
+        for desc in doc.getElementsByTagNameNS(_RDF_NS, "Description"):
+            if desc.hasAttributeNS(N2N_NS, "Record"):
+                text = desc.getAttributeNS(N2N_NS, "Record")
+                break
+        else:
+            return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise ImageReadError(f"{path}: its n2n processing record is damaged (not a JSON object)")
+    return record
+
+
+# ------------------------------------------------------------------------------------- public API
+
+
+def read_processing_record(path: str | os.PathLike[str]) -> dict | None:
+    """The record :func:`write_dng` embedded, or None when the file is not one of our DNGs.
+
+    Reads IFD0's entries and the XMP packet only (no pixels, no sub-IFDs). A file that is not
+    TIFF-based, or has no n2n XMP, gives None; an unreadable file raises ImageReadError.
+    """
+    path = Path(path)
+    try:
+        tiff = read_tiff_ifds(path, follow=False, chain=False, codes=(XMP,))
+    except TiffFormatError:
+        return None
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    xmp = tiff.ifds[0].get(XMP)
+    if xmp is None or xmp.type not in (TagType.BYTE, TagType.UNDEFINED, TagType.ASCII):
+        return None
+    return _record_from_xmp(bytes(xmp.value), path)
+
+
+def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os.PathLike[str], *,
+              software: str, record: dict) -> None:
+    """Write ``mosaic`` as a DNG carrying ``source``'s raw metadata, atomically.
+
+    ``mosaic``: HxW uint16, the shape of ``rawpy.imread(source).raw_image`` (whole sensor with
+    masked borders), in the source's DN scale. ``software`` becomes the Software tag and
+    xmp:CreatorTool; ``record`` (JSON-able) is embedded as XMP for :func:`read_processing_record`.
+    Raises ImageReadError for a source it cannot take the metadata from (not a 2x2 Bayer raw),
+    ImageWriteError for a mosaic that does not fit it or a failed write.
+    """
+    path, source = Path(path), Path(source)
+    mosaic = np.asarray(mosaic)
+    if mosaic.ndim != 2 or mosaic.dtype != np.uint16:
+        raise ImageWriteError(f"{path}: the mosaic must be a 2-D uint16 array, not {mosaic.dtype} {mosaic.shape}")
+    meta = _source_meta(source, mosaic.shape)
+    ifd0 = Ifd().add(*image_tags(mosaic, PHOTOMETRIC_CFA))
+    ifd0.image = mosaic
+    ifd0.add(*meta.ifd0.values())
+    ifd0.add(Tag.ascii(SOFTWARE, software),
+             Tag.rational(NOISE_REDUCTION_APPLIED, (1, 1)),
+             # 16 bytes that identify this raw data (DNG asks for a value unlikely to repeat)
+             Tag.byte(RAW_DATA_UNIQUE_ID, hashlib.md5(np.ascontiguousarray(mosaic), usedforsecurity=False).digest()))
+    exif = dict(meta.exif)
+    exif.setdefault(EXIF_VERSION, Tag.undefined(EXIF_VERSION, b"0232"))
+    ifd0.add(Tag.ifds(EXIF_IFD, Ifd(exif)))
+    if meta.gps is not None and meta.gps.tags:
+        ifd0.add(Tag.ifds(GPS_IFD, Ifd(dict(meta.gps.tags))))
+    packet, note = _xmp_with_record(meta.xmp, software, record)
+    if note:
+        meta.notes.append(note)
+    ifd0.add(Tag.byte(XMP, packet))
+    for note in meta.notes:
+        _log.debug("%s: %s", source, note)
+    try:
+        with atomic_path(path) as tmp:
+            write_tiff_ifds(tmp, [ifd0], meta.byte_order)
+    except OSError as exc:
+        raise ImageWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except ValueError as exc:  # a value the TIFF format cannot hold (e.g. over 4 GiB)
+        raise ImageWriteError(f"{path}: {exc}") from None
+
+
+def _source_meta(source: Path, shape: tuple[int, int]) -> _Meta:
+    """Gather the metadata to carry from ``source``, translating every failure into ImageReadError."""
+    tiff: TiffData | None
+    try:
+        tiff = read_tiff_ifds(source)
+    except TiffFormatError:
+        tiff = None
+    except OSError as exc:
+        raise ImageReadError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    if tiff is not None and DNG_VERSION in tiff.ifds[0]:
+        return _dng_meta(source, tiff, shape)
+    import rawpy  # deferred: only raw runs pay for LibRaw
+
+    try:
+        with rawpy.imread(str(source)) as raw:
+            if tiff is None:
+                tiff = _exif_from_thumbnail(raw)
+            return _rawpy_meta(source, raw, tiff, shape)
+    except (rawpy.LibRawError, OSError) as exc:
+        raise ImageReadError(f"{source}: LibRaw cannot read it ({type(exc).__name__}: {exc})") from None
+
+
+__all__ = [
+    "Ifd", "Tag", "TagType", "TiffData", "TiffFormatError", "image_tags", "read_processing_record",
+    "read_tiff_ifds", "write_dng", "write_tiff_ifds",
+]

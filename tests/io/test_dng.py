@@ -1,0 +1,520 @@
+"""DNG output: the mosaic reads back bit-exact, the source's metadata is carried, raw tools open it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rawpy
+import tifffile
+
+from n2ncli.errors import ImageReadError, ImageWriteError
+from n2ncli.io import dng
+from n2ncli.io.dng import (
+    DNG_PRIVATE_DATA, DNG_VERSION, EXIF_IFD, GPS_IFD, LINEARIZATION_TABLE, MAKER_NOTE, NOISE_PROFILE,
+    NOISE_REDUCTION_APPLIED, OPCODE_LIST_1, OPCODE_LIST_2, OPCODE_LIST_3, ORIENTATION, SUB_IFDS, XMP, Ifd,
+    Tag, TagType, TiffFormatError, read_processing_record, read_tiff_ifds, write_dng, write_tiff_ifds,
+)
+from synthetic_raw import bayer_dng, linear_raw_dng, monochrome_dng, xtrans_dng
+
+SOFTWARE = "n2ncli 0.1.0 (test)"
+RECORD = {"model": "raw-test", "sha256": "ab" * 32, "version": "0.1.0",
+          "settings": {"backend": "torch", "tile": 256, "self_ensemble": False}}
+DC_NS, XMP_NS = "http://purl.org/dc/elements/1.1/", "http://ns.adobe.com/xap/1.0/"
+SOURCE_XMP = (
+    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+    f'xmlns:dc="{DC_NS}" xmlns:xmp="{XMP_NS}" xmp:CreatorTool="Camera firmware 1.0" xmp:Rating="3">'
+    '<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Test scene</rdf:li></rdf:Alt></dc:title>'
+    '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
+
+
+def opcode_list(*opcodes: tuple[int, bytes]) -> bytes:
+    """A DNG opcode list (always big-endian): count, then id, DNG version, flags, size, parameters."""
+    out = struct.pack(">I", len(opcodes))
+    for opcode_id, params in opcodes:
+        out += struct.pack(">IIII", opcode_id, 0x01030000, 1, len(params)) + params
+    return out
+
+
+# FixBadPixelsConstant (id 4): constant 0, Bayer phase 0; TrimBounds (id 6): top, left, bottom, right.
+OPCODES_1 = opcode_list((4, struct.pack(">II", 0, 0)))
+OPCODES_2 = opcode_list((6, struct.pack(">IIII", 0, 0, 30, 40)))
+OPCODES_3 = opcode_list((4, struct.pack(">II", 0, 1)), (6, struct.pack(">IIII", 1, 1, 29, 39)))
+
+
+def raw_tool(name: str) -> str:
+    """Path of an external raw tool. Missing: skip, or fail under N2N_REQUIRE_RAW_TOOLS=1 (CI)."""
+    found = shutil.which(name)
+    if found is None:
+        message = f"{name} is not installed (Debian: apt install exiftool dcraw libraw-bin rawtherapee darktable)"
+        if os.environ.get("N2N_REQUIRE_RAW_TOOLS") == "1":
+            pytest.fail(f"{message}, and N2N_REQUIRE_RAW_TOOLS=1 requires it")
+        pytest.skip(message)
+    return found
+
+
+def raw_facts(path: Path) -> dict:
+    """What rawpy reports about a raw, copied out before the file closes."""
+    with rawpy.imread(str(path)) as raw:
+        s = raw.sizes
+        return {"raw": raw.raw_image.copy(), "pattern": raw.raw_pattern.tolist(),
+                "black": raw.black_level_per_channel, "white": raw.white_level,
+                "sizes": (s.raw_height, s.raw_width, s.height, s.width, s.top_margin, s.left_margin, s.flip)}
+
+
+def tags_of(path: Path) -> dict[int, Tag]:
+    return read_tiff_ifds(path).ifds[0].tags
+
+
+# ---------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def outputs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path, np.ndarray]]:
+    """name -> (source, our DNG, the mosaic written): the real DNG and KDC, unchanged and altered,
+    and a synthetic DNG rich in metadata (NoiseProfile, opcodes, XMP, GPS, old DNGVersion)."""
+    folder = tmp_path_factory.mktemp("dng")
+    rng = np.random.default_rng(7)
+    rich = folder / "rich_source.dng"
+    gps = Ifd().add(Tag.byte(0, (2, 3, 0, 0)), Tag.ascii(1, "N"), Tag.rational(2, (47, 1), (22, 1), (3015, 100)))
+    bayer_dng(rich, "BGGR", 48, 64, black=600, white=15000, seed=3, extra_tags=[
+        Tag.double(NOISE_PROFILE, 2e-4, 3e-6), Tag.undefined(OPCODE_LIST_1, OPCODES_1),
+        Tag.undefined(OPCODE_LIST_2, OPCODES_2), Tag.undefined(OPCODE_LIST_3, OPCODES_3),
+        Tag.byte(DNG_VERSION, (1, 2, 0, 0)), Tag.short(ORIENTATION, 6), Tag.byte(XMP, SOURCE_XMP),
+        Tag.ifds(GPS_IFD, gps)])
+    sources = {"chart": shared_data / "raw" / "colorchart.dng", "kdc": shared_data / "raw" / "RAW_KODAK_DC50.KDC",
+               "rich": rich}
+    out: dict[str, tuple[Path, Path, np.ndarray]] = {}
+    for name, source in sources.items():
+        if not source.is_file():
+            pytest.skip(f"raw sample not found at {source}")
+        with rawpy.imread(str(source)) as raw:
+            mosaic = raw.raw_image.copy()
+        altered = np.clip(mosaic.astype(np.int32) + rng.integers(-64, 64, mosaic.shape), 0, 65535).astype(np.uint16)
+        for suffix, data in (("", mosaic), ("_altered", altered)):
+            target = folder / f"{name}{suffix}.dng"
+            write_dng(target, data, source, software=SOFTWARE, record=RECORD)
+            out[name + suffix] = (source, target, data)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exif(outputs: dict[str, tuple[Path, Path, np.ndarray]]) -> dict[str, dict]:
+    """exiftool's reading (numeric, grouped, with -validate) of every source and output, one run."""
+    tool = raw_tool("exiftool")
+    files = sorted({str(p) for source, target, _ in outputs.values() for p in (source, target)})
+    run = subprocess.run([tool, "-j", "-n", "-G1", "-a", "-validate", "-all", *files],
+                         capture_output=True, text=True, check=False, timeout=60)
+    return {Path(entry["SourceFile"]).name: entry for entry in json.loads(run.stdout)}
+
+
+def field(entry: dict, name: str) -> object:
+    """A TIFF/Exif tag by name whatever its IFD (``IFD0:Make`` or ``ExifIFD:ISO``); None when absent."""
+    return next((v for k, v in entry.items() if k.split(":")[-1] == name and not k.startswith("XMP")), None)
+
+
+# ------------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("name", ["chart", "chart_altered", "kdc", "kdc_altered", "rich", "rich_altered"])
+def test_rawpy_reads_back_the_mosaic_and_its_geometry(outputs: dict, name: str) -> None:
+    source, target, mosaic = outputs[name]
+    ours, theirs = raw_facts(target), raw_facts(source)
+    np.testing.assert_array_equal(ours["raw"], mosaic)
+    for key in ("pattern", "black", "white", "sizes"):
+        assert ours[key] == theirs[key], key
+
+
+def test_kdc_keeps_its_grbg_phase(outputs: dict) -> None:
+    _, target, _ = outputs["kdc"]
+    assert raw_facts(target)["pattern"] == [[1, 0], [2, 3]]  # G R / B G on the whole sensor
+    assert tags_of(target)[dng.CFA_PATTERN].value == bytes((1, 0, 2, 1))
+
+
+def test_unchanged_dng_renders_exactly_like_its_source(outputs: dict) -> None:
+    source, target, _ = outputs["chart"]
+    with rawpy.imread(str(source)) as raw:
+        expected = raw.postprocess()
+    with rawpy.imread(str(target)) as raw:
+        np.testing.assert_array_equal(raw.postprocess(), expected)
+
+
+def test_unchanged_kdc_renders_like_its_source_in_camera_colours(outputs: dict) -> None:
+    """The KDC has no colour matrix; ours declares sRGB primaries, so only the camera-space
+    render is comparable: white balance, black and white levels must agree."""
+    source, target, _ = outputs["kdc"]
+    options = dict(output_color=rawpy.ColorSpace.raw, use_camera_wb=True, no_auto_bright=True, gamma=(1, 1))
+    with rawpy.imread(str(source)) as raw:
+        expected = raw.postprocess(**options).astype(np.float64)
+    with rawpy.imread(str(target)) as raw:
+        got = raw.postprocess(**options).astype(np.float64)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).mean() < 0.5
+
+
+def test_tifffile_reads_the_same_pixels(outputs: dict) -> None:
+    """An independent TIFF reader sees our strips as the mosaic (layout and byte order right)."""
+    _, target, mosaic = outputs["kdc_altered"]  # big-endian, like its source
+    with tifffile.TiffFile(target) as tif:
+        assert tif.byteorder == ">"
+        np.testing.assert_array_equal(tif.pages[0].asarray(), mosaic)
+
+
+# ------------------------------------------------------------------------------------ metadata
+
+CARRIED = ("Make", "Model", "UniqueCameraModel", "CFAPattern2", "CFARepeatPatternDim", "BlackLevel", "WhiteLevel",
+           "ActiveArea", "DefaultCropOrigin", "DefaultCropSize", "ColorMatrix1", "CalibrationIlluminant1",
+           "AsShotNeutral", "AnalogBalance", "BaselineSharpness", "Orientation", "ExposureTime", "ISO", "FNumber",
+           "FocalLength", "DateTimeOriginal", "Copyright", "ImageDescription")
+
+
+@pytest.mark.parametrize("name", ["chart", "rich"])
+def test_exiftool_sees_the_dng_sources_metadata(exif: dict, outputs: dict, name: str) -> None:
+    source, target, _ = outputs[name]
+    theirs, ours = exif[source.name], exif[target.name]
+    for tag in CARRIED:
+        if field(theirs, tag) is not None:
+            assert field(ours, tag) == field(theirs, tag), tag
+    assert field(ours, "Software") == SOFTWARE
+    assert field(ours, "NoiseReductionApplied") == 1
+    assert json.loads(ours["XMP-n2n:Record"]) == RECORD
+    assert ours["XMP-n2n:Model"] == RECORD["model"] and ours["XMP-n2n:ModelSha256"] == RECORD["sha256"]
+
+
+def test_exiftool_sees_the_kdc_metadata_in_dng_places(exif: dict) -> None:
+    """A TIFF-EP source keeps shot details in IFD0; ours has them in the Exif IFD, plus the DNG tags."""
+    ours = exif["kdc.dng"]
+    assert ours["IFD0:Make"] == "Eastman Kodak Company"
+    assert ours["IFD0:Model"] == "Kodak Digital Science DC50 Zoom Camera"
+    assert ours["IFD0:UniqueCameraModel"] == "Eastman Kodak Company Kodak Digital Science DC50 Zoom Camera"
+    assert ours["IFD0:CFAPattern2"] == "1 0 2 1" and ours["IFD0:CFAPlaneColor"] == "0 1 2"
+    assert ours["IFD0:BlackLevel"] == "0 0 0 0" and ours["IFD0:WhiteLevel"] == 16383
+    assert ours["IFD0:ActiveArea"] == "0 0 512 768" and ours["IFD0:DefaultCropSize"] == "768 512"
+    assert ours["IFD0:CalibrationIlluminant1"] == 21 and len(ours["IFD0:ColorMatrix1"].split()) == 9
+    assert ours["IFD0:AsShotNeutral"] == "1 1 1" and ours["IFD0:Orientation"] == 1
+    assert ours["ExifIFD:ExposureTime"] == pytest.approx(1 / 230, rel=1e-3)
+    assert ours["ExifIFD:FNumber"] == 6.2 and ours["ExifIFD:FocalLength"] == 37
+    assert ours["ExifIFD:ISO"] == 84  # not among the KDC's tags: from LibRaw
+    assert ours["ExifIFD:DateTimeOriginal"] == "1997:04:23 08:00:47"
+    assert ours["IFD0:Software"] == SOFTWARE and ours["IFD0:TIFF-EPStandardID"] == "0 9 0 0"
+    assert ours["ExifIFD:SensingMethod"] == 2  # TIFF-EP's IFD0 tag, moved to its Exif twin
+
+
+@pytest.mark.parametrize("name", ["chart", "kdc", "rich_altered"])
+def test_exiftool_validates_ours_as_well_as_the_source(exif: dict, outputs: dict, name: str) -> None:
+    """errors / warnings / minor warnings: no more than the source has (colorchart: 3 minor, its own)."""
+    source, target, _ = outputs[name]
+    errors, warnings, _ = map(int, str(exif[target.name]["ExifTool:Validate"]).split())
+    assert errors == 0
+    if source.suffix.lower() == ".dng":
+        assert exif[target.name]["ExifTool:Validate"] == exif[source.name]["ExifTool:Validate"]
+    else:
+        assert warnings == 0
+
+
+def test_noise_profile_goes_and_opcodes_survive_byte_for_byte(outputs: dict) -> None:
+    source, target, _ = outputs["rich"]
+    theirs, ours = tags_of(source), tags_of(target)
+    assert NOISE_PROFILE in theirs and NOISE_PROFILE not in ours
+    for code in (OPCODE_LIST_1, OPCODE_LIST_2, OPCODE_LIST_3):
+        assert ours[code].value == theirs[code].value and ours[code].type == TagType.UNDEFINED
+    assert ours[DNG_VERSION].value == bytes((1, 3, 0, 0))  # raised: opcode lists need DNG 1.3
+    assert ours[NOISE_REDUCTION_APPLIED].value == ((1, 1),)
+    assert ours[ORIENTATION].value == (6,)
+    assert SUB_IFDS not in ours and LINEARIZATION_TABLE not in ours
+    assert ours[GPS_IFD].value[0].tags[2].value == ((47, 1), (22, 1), (3015, 100))
+
+
+def test_source_xmp_is_kept_and_extended(exif: dict) -> None:
+    ours = exif["rich.dng"]
+    assert ours["XMP-dc:Title"] == "Test scene" and ours["XMP-xmp:Rating"] == 3
+    assert ours["XMP-xmp:CreatorTool"] == SOFTWARE  # replaced, not duplicated
+    assert json.loads(ours["XMP-n2n:Settings"]) == RECORD["settings"]
+    assert ours["XMP-n2n:Version"] == "0.1.0"
+
+
+def test_a_raw_in_subifds_is_found(tmp_path: Path) -> None:
+    """Adobe's layout: IFD0 a preview, the raw in SubIFDs. Ours: the raw in IFD0, no SubIFDs."""
+    source = tmp_path / "subifd.dng"
+    mosaic = bayer_dng(source, "GBRG", 40, 54, layout="subifd", active_area=(2, 2, 38, 52))
+    target = tmp_path / "out.dng"
+    write_dng(target, mosaic, source, software=SOFTWARE, record={})
+    facts = raw_facts(target)
+    np.testing.assert_array_equal(facts["raw"], mosaic)
+    assert facts["pattern"] == raw_facts(source)["pattern"] == [[3, 2], [0, 1]]
+    tags = tags_of(target)
+    assert SUB_IFDS not in tags and tags[254].value == (0,) and tags[dng.MAKE].text() == "n2ncli"
+    assert read_processing_record(target) == {}
+
+
+def test_a_linearization_table_is_dropped_because_rawpy_applied_it(tmp_path: Path) -> None:
+    source = tmp_path / "table.dng"
+    table = np.arange(4096) * 4
+    stored = bayer_dng(source, "RGGB", 24, 32, black=0, white=4095,
+                       extra_tags=[Tag.short(LINEARIZATION_TABLE, *table.tolist())])
+    with rawpy.imread(str(source)) as raw:
+        linear = raw.raw_image.copy()
+    np.testing.assert_array_equal(linear, table[stored])  # LibRaw's raw_image is linearised
+    target = tmp_path / "out.dng"
+    write_dng(target, linear, source, software=SOFTWARE, record={})
+    assert LINEARIZATION_TABLE not in tags_of(target)
+    np.testing.assert_array_equal(raw_facts(target)["raw"], linear)
+
+
+def test_white_level_is_stated_when_the_source_relied_on_its_bit_depth(tmp_path: Path) -> None:
+    """Without WhiteLevel a DNG's white is 2**BitsPerSample - 1: 255 for this 8-bit source, but
+    65535 for our 16-bit copy, unless we say 255."""
+    source = tmp_path / "8bit.dng"
+    bayer_dng(source, "RGGB", mosaic=np.random.default_rng(2).integers(8, 256, (24, 32)).astype(np.uint8), black=8)
+    ifd0 = read_tiff_ifds(source).ifds[0]
+    del ifd0.tags[dng.WHITE_LEVEL]
+    with tifffile.TiffFile(source) as tif:
+        ifd0.image = tif.pages[0].asarray()
+    write_tiff_ifds(source, [ifd0])
+    with rawpy.imread(str(source)) as raw:
+        mosaic, white = raw.raw_image.copy(), raw.white_level
+    target = tmp_path / "out.dng"
+    write_dng(target, mosaic, source, software=SOFTWARE, record={})
+    assert tags_of(target)[dng.WHITE_LEVEL].value == (255,)
+    assert raw_facts(target)["white"] == white == 255
+
+
+def test_reprocessing_our_own_output_replaces_the_record(tmp_path: Path, outputs: dict) -> None:
+    _, first, mosaic = outputs["rich"]
+    target = tmp_path / "again.dng"
+    write_dng(target, mosaic, first, software="n2ncli again", record={"model": "second"})
+    assert read_processing_record(target) == {"model": "second"}
+    packet = tags_of(target)[XMP].value
+    assert packet.count(b"n2n:Record") == 2 and packet.count(b"CreatorTool") == 2  # one element each
+    assert b"Test scene" in packet
+
+
+# --------------------------------------------------------------------- the rawpy-built path
+
+
+@pytest.mark.parametrize(("pattern", "orientation"), [("RGGB", 1), ("GRBG", 3), ("GBRG", 6), ("BGGR", 8)])
+def test_tags_built_from_rawpy_describe_the_same_raw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     pattern: str, orientation: int) -> None:
+    """A raw whose TIFF tags we cannot read (CR3, RAF...): everything comes from LibRaw. A DNG with
+    its tag reader switched off stands in for one, so both files can be compared in rawpy."""
+    source = tmp_path / "source.dng"
+    mosaic = bayer_dng(source, pattern, 41, 57, black=300, white=12000, active_area=(2, 4, 40, 56),
+                       extra_tags=[Tag.short(ORIENTATION, orientation)])
+
+    def not_tiff(path: object, **kwargs: object) -> None:
+        raise TiffFormatError("pretend this raw is not TIFF-based")
+
+    target = tmp_path / "out.dng"
+    with monkeypatch.context() as patched:
+        patched.setattr(dng, "read_tiff_ifds", not_tiff)
+        write_dng(target, mosaic, source, software=SOFTWARE, record=RECORD)
+    ours, theirs = raw_facts(target), raw_facts(source)
+    np.testing.assert_array_equal(ours["raw"], mosaic)
+    for key in ("pattern", "black", "white", "sizes"):
+        assert ours[key] == theirs[key], key
+    tags = tags_of(target)
+    assert tags[ORIENTATION].value == (orientation,)
+    assert tags[dng.UNIQUE_CAMERA_MODEL].text() == "Unknown camera"
+    shot = tags[EXIF_IFD].value[0].tags
+    assert shot[dng.ISO].value == (1600,) and shot[dng.EXPOSURE_TIME].value == ((1, 125),)
+    assert shot[dng.F_NUMBER].numbers() == (2.8,)
+    assert shot[dng.DATE_TIME_ORIGINAL].text() == "2024:05:06 07:08:09"
+    assert read_processing_record(target) == RECORD
+
+
+def test_a_maker_note_moves_into_dng_private_data_as_adobe_lays_it_out() -> None:
+    note = Tag(MAKER_NOTE, TagType.UNDEFINED, b"Nikon\0\2\0\0\0MM\0*\0\0\0\x08", offset=1234)
+    block = dng._makn_block(note, ">")
+    assert block.startswith(b"Adobe\0MakN")
+    (size,) = struct.unpack(">I", block[10:14])
+    assert block[14:16] == b"MM" and struct.unpack(">I", block[16:20]) == (1234,)
+    assert block[20:20 + size - 6] == note.value and size == 6 + len(note.value)
+    assert len(block) % 2 == 0
+
+
+# ----------------------------------------------------------------------- synthetic raws in rawpy
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "GRBG", "GBRG", "BGGR"])
+@pytest.mark.parametrize("active_area", [None, (2, 4, 35, 51)], ids=["whole", "margins"])
+def test_synthetic_bayer_dngs_open_in_rawpy(tmp_path: Path, pattern: str, active_area: tuple | None) -> None:
+    path = tmp_path / "bayer.dng"
+    mosaic = bayer_dng(path, pattern, 37, 53, active_area=active_area, seed=1)
+    facts = raw_facts(path)
+    np.testing.assert_array_equal(facts["raw"], mosaic)
+    colours = np.where(np.array(facts["pattern"]) == 3, 1, facts["pattern"])  # rawpy calls green 2 "3"
+    expected = {"RGGB": [[0, 1], [1, 2]], "GRBG": [[1, 0], [2, 1]], "GBRG": [[1, 2], [0, 1]], "BGGR": [[2, 1], [1, 0]]}
+    assert colours.tolist() == expected[pattern]
+    assert facts["black"] == [512] * 4 and facts["white"] == 16383
+
+
+def test_odd_active_area_corners_keep_the_sensor_phase(tmp_path: Path) -> None:
+    """DNG states CFAPattern from the ActiveArea's corner; LibRaw moves an odd corner to the next
+    even row/column but reports the same whole-sensor pattern."""
+    path = tmp_path / "odd.dng"
+    bayer_dng(path, "GRBG", 37, 53, active_area=(1, 3, 35, 51))
+    facts = raw_facts(path)
+    assert facts["pattern"] == [[1, 0], [2, 3]]
+    assert facts["sizes"][4:6] == (2, 4)
+
+
+def test_what_rawpy_reports_for_non_bayer_dngs(tmp_path: Path) -> None:
+    """The facts n2n's raw reader uses to refuse these (see the module's report)."""
+    xtrans_dng(tmp_path / "x.dng")
+    linear_raw_dng(tmp_path / "l.dng")
+    monochrome_dng(tmp_path / "m.dng")
+    with rawpy.imread(str(tmp_path / "x.dng")) as raw:
+        assert raw.raw_type == rawpy.RawType.Flat and raw.raw_pattern.shape == (6, 6) and raw.num_colors == 3
+    with rawpy.imread(str(tmp_path / "l.dng")) as raw:
+        assert raw.raw_type == rawpy.RawType.Stack and raw.raw_pattern is None
+        assert raw.raw_image.shape == (40, 56, 4)
+    with rawpy.imread(str(tmp_path / "m.dng")) as raw:
+        assert raw.raw_type == rawpy.RawType.Flat and raw.num_colors == 1 and raw.raw_pattern.shape == (1, 1)
+
+
+@pytest.mark.parametrize("make", [xtrans_dng, linear_raw_dng, monochrome_dng], ids=["xtrans", "linear", "mono"])
+def test_non_bayer_sources_are_refused(tmp_path: Path, make) -> None:  # noqa: ANN001
+    source = tmp_path / "source.dng"
+    image = make(source)
+    mosaic = image if image.ndim == 2 else image[..., 0].copy()
+    with pytest.raises(ImageReadError, match="source.dng"):
+        write_dng(tmp_path / "out.dng", mosaic, source, software=SOFTWARE, record={})
+    assert not (tmp_path / "out.dng").exists()
+
+
+# ----------------------------------------------------------------------------------------- errors
+
+
+def test_bad_mosaics_and_sources_raise_one_line_errors(tmp_path: Path, outputs: dict) -> None:
+    source, _, mosaic = outputs["rich"]
+    target = tmp_path / "out.dng"
+    with pytest.raises(ImageWriteError, match="mosaic is 48x63"):
+        write_dng(target, mosaic[:, :-1], source, software=SOFTWARE, record={})
+    with pytest.raises(ImageWriteError, match="uint16"):
+        write_dng(target, mosaic.astype(np.float32), source, software=SOFTWARE, record={})
+    with pytest.raises(ImageReadError, match="missing.dng"):
+        write_dng(target, mosaic, tmp_path / "missing.dng", software=SOFTWARE, record={})
+    text = tmp_path / "notes.txt"
+    text.write_text("not a raw file")
+    with pytest.raises(ImageReadError, match="notes.txt"):
+        write_dng(target, mosaic, text, software=SOFTWARE, record={})
+    folder = tmp_path / "taken.dng"
+    folder.mkdir()
+    with pytest.raises(ImageWriteError, match="taken.dng"):
+        write_dng(folder, mosaic, source, software=SOFTWARE, record={})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "taken.dng"]  # no temp files left
+
+
+def test_read_processing_record_tells_ours_from_camera_files(tmp_path: Path, outputs: dict, shared_data: Path) -> None:
+    assert read_processing_record(outputs["chart"][1]) == RECORD
+    assert read_processing_record(outputs["chart"][0]) is None
+    assert read_processing_record(outputs["kdc"][0]) is None
+    assert read_processing_record(outputs["rich"][0]) is None  # has XMP, but not ours
+    png = tmp_path / "image.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    assert read_processing_record(png) is None
+    with pytest.raises(ImageReadError, match="missing.dng"):
+        read_processing_record(tmp_path / "missing.dng")
+
+
+# --------------------------------------------------------------------------- the TIFF writer
+
+
+@pytest.mark.parametrize("byte_order", ["<", ">"])
+def test_tiff_writer_round_trips_every_type_and_nested_ifds(tmp_path: Path, byte_order: str) -> None:
+    interop = Ifd().add(Tag.ascii(1, "R98"))
+    exif = Ifd().add(Tag.rational(33434, (1, 60)), Tag.ifds(40965, interop), Tag.undefined(37500, b"\x00\x01\x02"))
+    image = np.arange(30 * 22, dtype=np.uint16).reshape(30, 22)
+    ifd0 = Ifd(image=image).add(
+        *dng.image_tags(image, 1, rows_per_strip=7), Tag.ascii(305, "x"), Tag.byte(50706, (1, 4, 0, 0)),
+        Tag(1000, TagType.SBYTE, b"\xff\x01"), Tag(1001, TagType.SSHORT, (-3, 4)), Tag(1002, TagType.SLONG, (-70000,)),
+        Tag.srational(1003, -0.25, 1.5), Tag.float32(1004, 0.5, -2.0), Tag.double(1005, 1e-300),
+        Tag.long(1006, 0xFFFFFFFF), Tag.short(1007, *range(100)), Tag.ifds(EXIF_IFD, exif))
+    path = tmp_path / "t.tif"
+    write_tiff_ifds(path, [ifd0, Ifd().add(Tag.ascii(305, "second"))], byte_order)
+    back = read_tiff_ifds(path)
+    assert back.byte_order == byte_order and len(back.ifds) == 2 and not back.notes
+    tags = back.ifds[0].tags
+    for code in (305, 50706, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007):
+        assert tags[code] == ifd0.tags[code], code
+    assert tags[1003].numbers() == (-0.25, 1.5)
+    sub = tags[EXIF_IFD].value[0].tags
+    assert sub[33434].value == ((1, 60),) and sub[37500].value == b"\x00\x01\x02"
+    assert sub[40965].value[0].tags[1].text() == "R98"
+    assert tags[dng.STRIP_BYTE_COUNTS].value == (7 * 44,) * 4 + (2 * 44,)
+    np.testing.assert_array_equal(tifffile.imread(path, key=0), image)
+    offsets = tags[dng.STRIP_OFFSETS].value
+    assert all(o % 2 == 0 for o in offsets) and list(np.diff(offsets)) == [7 * 44] * 4  # contiguous
+
+
+def test_tiff_reader_rejects_what_is_not_tiff(tmp_path: Path) -> None:
+    with pytest.raises(TiffFormatError):
+        read_tiff_ifds(b"GIF89a" + bytes(16))
+    with pytest.raises(TiffFormatError):
+        read_tiff_ifds(b"II*\0" + struct.pack("<I", 4))  # IFD0 points into itself, no room for entries
+    looped = bytearray(b"II*\0\x08\0\0\0") + struct.pack("<HHHII", 1, 305, 2, 2, ord("x")) + struct.pack("<I", 8)
+    assert len(read_tiff_ifds(bytes(looped)).ifds) == 1  # a chain pointing back to IFD0 stops there
+
+
+# ------------------------------------------------------------------------------- raw tools
+
+
+@pytest.fixture(scope="module")
+def tool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tools")
+
+
+def visible(target: Path) -> tuple[int, int]:
+    sizes = raw_facts(target)["sizes"]
+    return sizes[2], sizes[3]
+
+
+@pytest.mark.parametrize("name", ["chart_altered", "kdc_altered"])
+def test_dcraw_opens_ours(outputs: dict, tool_dir: Path, name: str) -> None:
+    dcraw = raw_tool("dcraw")
+    target = outputs[name][1]
+    info = subprocess.run([dcraw, "-i", "-v", str(target)], capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and "DNG Version" in info.stdout
+    rendered = subprocess.run([dcraw, "-c", "-4", "-T", str(target)], capture_output=True, timeout=120)
+    assert rendered.returncode == 0, rendered.stderr
+    out = tool_dir / f"{name}.dcraw.tiff"
+    out.write_bytes(rendered.stdout)
+    assert tifffile.imread(out).shape == (*visible(target), 3)
+
+
+@pytest.mark.parametrize("name", ["chart_altered", "kdc_altered"])
+def test_dcraw_emu_opens_ours(outputs: dict, tool_dir: Path, name: str) -> None:
+    dcraw_emu = raw_tool("dcraw_emu")
+    source = tool_dir / f"{name}.emu.dng"
+    shutil.copyfile(outputs[name][1], source)  # dcraw_emu writes beside its input
+    run = subprocess.run([dcraw_emu, "-T", "-4", str(source)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert tifffile.imread(f"{source}.tiff").shape == (*visible(source), 3)
+
+
+@pytest.mark.parametrize("name", ["chart_altered", "kdc_altered"])
+def test_rawtherapee_opens_ours(outputs: dict, tool_dir: Path, name: str) -> None:
+    rt = raw_tool("rawtherapee-cli")
+    target, out = outputs[name][1], tool_dir / f"{name}.rt.tif"
+    run = subprocess.run([rt, "-o", str(out), "-t", "-c", str(target)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and out.is_file(), run.stdout + run.stderr
+    height, width = visible(target)
+    got = tifffile.imread(out).shape
+    assert got[2] == 3 and height - 8 <= got[0] <= height and width - 8 <= got[1] <= width  # RT trims a 4 px border
+
+
+@pytest.mark.parametrize("name", ["chart_altered", "kdc_altered"])
+def test_darktable_opens_ours(outputs: dict, tool_dir: Path, name: str) -> None:
+    darktable = raw_tool("darktable-cli")
+    target, out = outputs[name][1], tool_dir / f"{name}.dt.tif"
+    run = subprocess.run([darktable, str(target), str(out), "--core", "--configdir", str(tool_dir / f"dt-{name}"),
+                          "--library", ":memory:"], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0 and out.is_file(), run.stdout + run.stderr  # (a root warning is fine)
+    assert tifffile.imread(out).shape == (*visible(target), 3)

@@ -1,0 +1,110 @@
+"""`n2n fit` and `n2n denoise` on raw files, through the real entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rawpy
+
+from cli_run import Run, error_line
+from n2ncli.io.dng import write_dng
+from n2ncli.io.raw import read_raw
+
+SHOT, READ = 0.002, 4e-6  # Poisson-Gaussian noise in normalised units: ~125 DN RMS on this chart
+
+
+@pytest.fixture(scope="module")
+def chart(shared_data: Path) -> Path:
+    return shared_data / "raw" / "colorchart.dng"
+
+
+def _visible(path: Path) -> np.ndarray:
+    with rawpy.imread(str(path)) as raw:
+        return raw.raw_image_visible.astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def noisy_copies(chart: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three DNG copies of the chart with synthetic camera noise (different draws)."""
+    folder = tmp_path_factory.mktemp("noisy-raws")
+    raw = read_raw(chart)
+    clean = np.clip(raw.normalised(), 0, None)
+    for i in range(3):
+        rng = np.random.default_rng(i)
+        noisy = rng.poisson(clean / SHOT) * SHOT + rng.normal(0.0, READ**0.5, clean.shape)
+        write_dng(folder / f"shot{i}.dng", raw.with_visible(raw.to_dn(noisy.astype(np.float32))), chart,
+                  software="n2ncli tests", record={"test": "synthetic noisy copy"})
+    return folder
+
+
+def test_fit_on_noisy_raws_then_denoise_lowers_the_error(n2n: Callable[..., Run], noisy_copies: Path, chart: Path,
+                                                         tmp_path: Path, one_thread: None) -> None:
+    fitted = n2n("fit", noisy_copies, "--name", "chart-raw", "--steps", 200, "--crop", 32, "--lr", 2e-3)
+    assert fitted.code == 0, fitted.err
+    assert "from 3 raw file(s)" in " ".join(fitted.err.split())
+    out = tmp_path / "clean.dng"
+    run = n2n("denoise", noisy_copies / "shot0.dng", "-o", out)  # the newest raw model is the default
+    assert run.code == 0, run.err
+    reference = _visible(chart)
+    noisy_rmse = np.sqrt(np.mean((_visible(noisy_copies / "shot0.dng") - reference) ** 2))
+    denoised_rmse = np.sqrt(np.mean((_visible(out) - reference) ** 2))
+    assert noisy_rmse > 100  # the test's noise dominates the chart's own
+    assert denoised_rmse < 0.85 * noisy_rmse  # measured 0.77 after 200 steps
+
+
+def test_denoise_raw_without_a_raw_model_says_to_fit_one(n2n: Callable[..., Run], chart: Path,
+                                                          tmp_path: Path) -> None:
+    run = n2n("denoise", chart, "-o", tmp_path / "out.tif")
+    assert run.code == 1
+    assert "no raw model available - run `n2n fit` on a folder of raw files first" in error_line(run)
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_an_srgb_model_is_refused_for_raws(n2n: Callable[..., Run], chart: Path, tmp_path: Path) -> None:
+    run = n2n("denoise", chart, "-m", "srgb-gaussian5-50", "-o", tmp_path / "out.dng")
+    assert run.code == 1
+    assert "is a srgb model; it cannot denoise raw files" in error_line(run)
+
+
+def test_writing_an_image_as_dng_is_refused(n2n: Callable[..., Run], shared_data: Path, tmp_path: Path) -> None:
+    run = n2n("denoise", shared_data / "kodak24" / "kodim01.png", "-o", tmp_path / "out.dng")
+    assert run.code == 1
+    assert "only raw files can be written as DNG" in error_line(run)
+
+
+@pytest.mark.parametrize(("maker", "reason"), [
+    ("xtrans_dng", "X-Trans sensor"),
+    ("linear_raw_dng", "not a mosaic"),
+    ("monochrome_dng", "monochrome sensor"),
+])
+def test_each_refused_kind_exits_1_with_the_file_and_reason(n2n: Callable[..., Run], tmp_path: Path,
+                                                            maker: str, reason: str) -> None:
+    import synthetic_raw
+
+    path = tmp_path / "odd.dng"
+    getattr(synthetic_raw, maker)(path)
+    for command in (["denoise", path, "-o", tmp_path / "out.dng"], ["fit", path, "--steps", 1]):
+        run = n2n(*command)
+        assert run.code == 1
+        assert f"{path}: {reason}" in error_line(run)
+
+
+def test_a_folder_run_skips_refused_raws_with_a_warning_list(n2n: Callable[..., Run], tmp_path: Path,
+                                                             shared_data: Path, one_thread: None) -> None:
+    import synthetic_raw
+    from n2ncli.fit import FitRequest, fit
+
+    fit(FitRequest(inputs=(shared_data / "raw" / "RAW_KODAK_DC50.KDC",), name="tiny-raw", steps=1, crop=32))
+    folder = tmp_path / "card"
+    folder.mkdir()
+    synthetic_raw.bayer_dng(folder / "a.dng", "GBRG", 64, 96)
+    synthetic_raw.xtrans_dng(folder / "b.dng")
+    synthetic_raw.linear_raw_dng(folder / "c.dng")
+    run = n2n("denoise", folder, "-o", tmp_path / "out")
+    assert run.code == 0, run.err
+    text = " ".join(run.err.split())
+    assert "skipped" in text and "b.dng: X-Trans sensor" in text and "c.dng: not a mosaic" in text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.n2n.dng"]

@@ -252,12 +252,10 @@ class Job:
         return "raw" if is_raw(self.source) else "srgb"
 
 
-def _is_output(path: Path) -> bool:
-    return path.stem.endswith(OUTPUT_TAG)
-
-
-def _is_processed_dng(path: Path) -> bool:
-    """A DNG that n2n wrote (it carries our record), whatever it is called now."""
+def is_denoised_output(path: Path) -> bool:
+    """One of our outputs: a ``*.n2n.*`` name, or a DNG carrying n2n's record (even renamed)."""
+    if path.stem.endswith(OUTPUT_TAG):
+        return True
     if path.suffix.lower() != ".dng":
         return False
     from n2ncli.io.dng import read_processing_record
@@ -275,7 +273,7 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
     for p in inputs:
         if p.is_dir():
             found = list_images(p, IMAGE_EXTENSIONS | RAW_EXTENSIONS)
-            files.extend(f for f in found if not _is_output(f) and not _is_processed_dng(f))
+            files.extend(f for f in found if not is_denoised_output(f))
         elif p.is_file():
             files.append(p)
         else:

@@ -78,10 +78,12 @@ def gather_images(inputs: Sequence[Path], kind: str = "auto") -> tuple[list[Path
     """
     if kind not in KINDS:
         raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    from n2ncli.denoise import is_denoised_output
+
     files: list[Path] = []
     for p in inputs:
-        if p.is_dir():
-            files.extend(list_images(p, IMAGE_EXTENSIONS | RAW_EXTENSIONS))
+        if p.is_dir():  # our own outputs in the folder are clean already: not training data
+            files.extend(f for f in list_images(p, IMAGE_EXTENSIONS | RAW_EXTENSIONS) if not is_denoised_output(f))
         elif p.is_file():
             files.append(p)
         else:

@@ -36,7 +36,7 @@ def noisy_copies(chart: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         rng = np.random.default_rng(i)
         noisy = rng.poisson(clean / SHOT) * SHOT + rng.normal(0.0, READ**0.5, clean.shape)
         write_dng(folder / f"shot{i}.dng", raw.with_visible(raw.to_dn(noisy.astype(np.float32))), chart,
-                  software="n2ncli tests", record={"test": "synthetic noisy copy"})
+                  software="n2ncli tests", record=None)
     return folder
 
 

@@ -57,3 +57,18 @@ def test_a_second_raw_fit_warm_starts_from_the_first_and_never_crosses_kinds(sha
     with pytest.raises(ConfigError, match="a raw model with 4 channels cannot start a srgb model"):
         fit(FitRequest(inputs=(shared_data / "kodak24" / "kodim01.png",), name="s", steps=1, crop=32,
                        init="dc50"))
+
+
+def test_gather_leaves_out_our_own_denoised_outputs(tmp_path: Path, shared_data: Path) -> None:
+    from n2ncli.io.dng import write_dng
+    from n2ncli.io.raw import read_raw
+
+    kdc = shared_data / "raw" / "RAW_KODAK_DC50.KDC"
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    shutil.copy(kdc, folder / "a.kdc")
+    mosaic = read_raw(kdc).mosaic
+    write_dng(folder / "renamed.dng", mosaic, kdc, software="n2ncli", record={"model": "m"})  # denoised
+    write_dng(folder / "copy.dng", mosaic, kdc, software="converter", record=None)  # just another raw
+    shutil.copy(folder / "a.kdc", folder / "a.n2n.kdc")
+    assert gather_images([folder]) == ([folder / "a.kdc", folder / "copy.dng"], "raw")

@@ -947,12 +947,13 @@ def read_processing_record(path: str | os.PathLike[str]) -> dict | None:
 
 
 def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os.PathLike[str], *,
-              software: str, record: dict) -> None:
+              software: str, record: dict | None) -> None:
     """Write ``mosaic`` as a DNG carrying ``source``'s raw metadata, atomically.
 
     ``mosaic``: HxW uint16, the shape of ``rawpy.imread(source).raw_image`` (whole sensor with
     masked borders), in the source's DN scale. ``software`` becomes the Software tag and
-    xmp:CreatorTool; ``record`` (JSON-able) is embedded as XMP for :func:`read_processing_record`.
+    xmp:CreatorTool; ``record`` (JSON-able) is embedded as XMP for :func:`read_processing_record`,
+    and NoiseReductionApplied set; ``None`` marks nothing (the file is not a denoised output).
     Raises ImageReadError for a source it cannot take the metadata from (not a 2x2 Bayer raw),
     ImageWriteError for a mosaic that does not fit it or a failed write.
     """
@@ -965,7 +966,6 @@ def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os
     ifd0.image = mosaic
     ifd0.add(*meta.ifd0.values())
     ifd0.add(Tag.ascii(SOFTWARE, software),
-             Tag.rational(NOISE_REDUCTION_APPLIED, (1, 1)),
              # 16 bytes that identify this raw data (DNG asks for a value unlikely to repeat)
              Tag.byte(RAW_DATA_UNIQUE_ID, hashlib.md5(np.ascontiguousarray(mosaic), usedforsecurity=False).digest()))
     exif = dict(meta.exif)
@@ -973,10 +973,14 @@ def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os
     ifd0.add(Tag.ifds(EXIF_IFD, Ifd(exif)))
     if meta.gps is not None and meta.gps.tags:
         ifd0.add(Tag.ifds(GPS_IFD, Ifd(dict(meta.gps.tags))))
-    packet, note = _xmp_with_record(meta.xmp, software, record)
-    if note:
-        meta.notes.append(note)
-    ifd0.add(Tag.byte(XMP, packet))
+    if record is not None:  # a denoised output; None writes other data (e.g. test noise) unmarked
+        ifd0.add(Tag.rational(NOISE_REDUCTION_APPLIED, (1, 1)))
+        packet, note = _xmp_with_record(meta.xmp, software, record)
+        if note:
+            meta.notes.append(note)
+        ifd0.add(Tag.byte(XMP, packet))
+    elif meta.xmp:
+        ifd0.add(Tag.byte(XMP, meta.xmp))
     for note in meta.notes:
         _log.debug("%s: %s", source, note)
     try:

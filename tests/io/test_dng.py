@@ -518,3 +518,14 @@ def test_darktable_opens_ours(outputs: dict, tool_dir: Path, name: str) -> None:
                           "--library", ":memory:"], capture_output=True, text=True, timeout=180)
     assert run.returncode == 0 and out.is_file(), run.stdout + run.stderr  # (a root warning is fine)
     assert tifffile.imread(out).shape == (*visible(target), 3)
+
+
+def test_no_record_marks_nothing(tmp_path: Path, shared_data: Path) -> None:
+    """``record=None`` writes a plain DNG: no n2n record, no NoiseReductionApplied claim."""
+    kdc = shared_data / "raw" / "RAW_KODAK_DC50.KDC"
+    with rawpy.imread(str(kdc)) as raw:
+        mosaic = raw.raw_image.copy()
+    target = tmp_path / "plain.dng"
+    write_dng(target, mosaic, kdc, software="converter", record=None)
+    assert read_processing_record(target) is None
+    assert NOISE_REDUCTION_APPLIED not in read_tiff_ifds(target).ifds[0]

@@ -17,7 +17,7 @@ import tifffile
 from n2ncli.errors import ImageReadError, ImageWriteError
 from n2ncli.io import dng
 from n2ncli.io.dng import (
-    DNG_PRIVATE_DATA, DNG_VERSION, EXIF_IFD, GPS_IFD, LINEARIZATION_TABLE, MAKER_NOTE, NOISE_PROFILE,
+    DNG_VERSION, EXIF_IFD, GPS_IFD, LINEARIZATION_TABLE, MAKER_NOTE, NOISE_PROFILE,
     NOISE_REDUCTION_APPLIED, OPCODE_LIST_1, OPCODE_LIST_2, OPCODE_LIST_3, ORIENTATION, SUB_IFDS, XMP, Ifd,
     Tag, TagType, TiffFormatError, read_processing_record, read_tiff_ifds, write_dng, write_tiff_ifds,
 )

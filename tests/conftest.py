@@ -69,3 +69,15 @@ def n2n(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
     from cli_run import run_n2n
 
     return lambda *args: run_n2n(monkeypatch, capsys, *args)
+
+
+@pytest.fixture(scope="session")
+def chart(shared_data: Path) -> Path:
+    """The real Canon DNG (RGGB, 14-bit, black 2056, white 15000, ActiveArea 26,152)."""
+    return shared_data / "raw" / "colorchart.dng"
+
+
+@pytest.fixture(scope="session")
+def kdc(shared_data: Path) -> Path:
+    """The real Kodak DC50 raw (GRBG, not a DNG)."""
+    return shared_data / "raw" / "RAW_KODAK_DC50.KDC"

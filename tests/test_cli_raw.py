@@ -16,11 +16,6 @@ from n2ncli.io.raw import read_raw
 SHOT, READ = 0.002, 4e-6  # Poisson-Gaussian noise in normalised units: ~125 DN RMS on this chart
 
 
-@pytest.fixture(scope="module")
-def chart(shared_data: Path) -> Path:
-    return shared_data / "raw" / "colorchart.dng"
-
-
 def _visible(path: Path) -> np.ndarray:
     with rawpy.imread(str(path)) as raw:
         return raw.raw_image_visible.astype(np.float64)

@@ -35,16 +35,6 @@ class Identity:
         return batch.copy()
 
 
-@pytest.fixture(scope="module")
-def chart(shared_data: Path) -> Path:
-    return shared_data / "raw" / "colorchart.dng"
-
-
-@pytest.fixture(scope="module")
-def kdc(shared_data: Path) -> Path:
-    return shared_data / "raw" / "RAW_KODAK_DC50.KDC"
-
-
 def _raw_image(path: Path) -> np.ndarray:
     with rawpy.imread(str(path)) as raw:
         return raw.raw_image.copy()

@@ -14,16 +14,6 @@ from n2ncli.io.raw import (TRAIN_FLOOR, encode_for_training, is_raw, read_packed
                            render)
 
 
-@pytest.fixture(scope="module")
-def chart(shared_data: Path) -> Path:
-    return shared_data / "raw" / "colorchart.dng"
-
-
-@pytest.fixture(scope="module")
-def kdc(shared_data: Path) -> Path:
-    return shared_data / "raw" / "RAW_KODAK_DC50.KDC"
-
-
 def test_reads_the_canon_dng_visible_area_levels_and_pattern(chart: Path) -> None:
     raw = read_raw(chart)
     assert raw.pattern == "RGGB"

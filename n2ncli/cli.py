@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -475,12 +476,12 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except TrainingInterrupted as exc:
-        console.print(f"[yellow]{exc}[/]", highlight=False)
+        console.print(f"[yellow]{escape(str(exc))}[/]", highlight=False)
         sys.exit(130)
     except N2nError as exc:
         if _state["debug"]:
             raise
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

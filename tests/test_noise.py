@@ -153,3 +153,15 @@ def test_poisson_noise_is_not_clipped_above_one() -> None:
     spec = parse_noise("poisson:5")
     assert float(spec.apply(bright, generator=_gen(10)).max()) > 1.0
     assert spec.apply_numpy(bright[0].permute(1, 2, 0).numpy(), np.random.default_rng(4)).max() > 1.0
+
+
+@pytest.mark.parametrize("name", ["gaussian5-50", "poisson5-50"])
+def test_one_generator_per_image_makes_each_image_depend_on_its_own(name: str) -> None:
+    """Per-image generators: an image gets the same noise alone or in any batch (DDP slices a batch)."""
+    spec = parse_noise(name)
+    clean = torch.rand(3, 3, 16, 16, generator=_gen(11))
+    batch = spec.apply(clean, generator=[_gen(20), _gen(21), _gen(22)])
+    for i in range(3):
+        assert torch.equal(batch[i:i + 1], spec.apply(clean[i:i + 1], generator=[_gen(20 + i)]))
+    with pytest.raises(ValueError, match="2 generators for 3 images"):
+        spec.apply(clean, generator=[_gen(1), _gen(2)])

@@ -122,8 +122,7 @@ class World:
         if failed:
             origin = failed[0]
             if error is not None:
-                error.agreed = True  # type: ignore[attr-defined]
-                raise error
+                raise agreed(error)
             raise _copy_error(errors[origin], f"rank {origin} of {self.size}: ")
         return value  # type: ignore[return-value]
 
@@ -139,8 +138,7 @@ class World:
                 error = exc
         value, shared_error = self.broadcast((value if share else None, _portable(error)))
         if error is not None:
-            error.agreed = True  # type: ignore[attr-defined]
-            raise error
+            raise agreed(error)
         if shared_error is not None:
             raise _copy_error(shared_error, "")
         return value
@@ -158,6 +156,15 @@ class World:
     def close(self) -> None:
         if self.distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def agreed(error: E) -> E:
+    """Mark ``error`` as raised by every rank alike (the CLI then prints it on rank 0 only)."""
+    error.agreed = True  # type: ignore[attr-defined]
+    return error
 
 
 def _portable(error: BaseException | None) -> BaseException | None:
@@ -179,8 +186,7 @@ def _copy_error(error: BaseException, prefix: str) -> BaseException:
         copy = type(error)(f"{prefix}{error}")
     except Exception:  # noqa: BLE001 - an error class with another signature
         copy = DistributedError(f"{prefix}{error}")
-    copy.agreed = True  # type: ignore[attr-defined]
-    return copy
+    return agreed(copy)
 
 
 def first_line(exc: BaseException) -> str:

@@ -20,7 +20,8 @@ import torch
 
 from n2ncli.data import LoadedImages, StreamedImages, load_training_images
 from n2ncli.device import free_ram, resolve_device
-from n2ncli.distributed import DistributedError, World, env_world_size, join_from_env, launch, per_process_batch
+from n2ncli.distributed import (DistributedError, World, agreed, env_world_size, join_from_env, launch,
+                                per_process_batch)
 from n2ncli.errors import CheckpointError, ConfigError, DatasetError
 from n2ncli.io.image import list_images, read_image
 from n2ncli.noise import parse_noise
@@ -202,6 +203,12 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
     """The fit of one process (rank ``world.rank`` of ``world.size``)."""
     world.on_main(lambda: _check_store(request), share=False)
     paths = world.everywhere(lambda: gather_images(request.inputs))
+    if world.distributed:  # shards and plans index one list: every rank must see the same files
+        listings = world.all_gather(_digest(map(str, paths)))
+        if len(set(listings)) > 1:
+            other = next(r for r, d in enumerate(listings) if d != listings[0])
+            raise agreed(DatasetError(f"rank {other} of {world.size} sees other training files than rank 0 in "
+                                      f"{', '.join(map(str, request.inputs))}; every machine needs the same folder"))
     data = _load_images(paths, world, request.sharding, on_loading if world.is_main else None)
     images = data.images
     channels = images.shapes[0][0]
@@ -326,8 +333,8 @@ def _load_images(paths: list[Path], world: World, sharding: str,
         del shard
         return replicated()
     if len({s[1] for s in summary}) > 1:
-        raise DatasetError("the files mix grey and colour images and some shards hold only grey ones; "
-                           "use --sharding replicate")
+        raise agreed(DatasetError("the files mix grey and colour images and some shards hold only grey ones; "
+                                  "use --sharding replicate"))
     lines = sorted(line for s in summary for line in s[2])
     skipped = tuple(line for s in summary for line in s[3])
     return _TrainingData(shard, len(lines), skipped, _digest(text for _, text in lines), True)

@@ -25,7 +25,7 @@ import torch
 
 from n2ncli.data import CropBatches, DeviceCropSource, LoadedImages, RankSlice
 from n2ncli.device import autocast_dtype
-from n2ncli.distributed import DistributedError, World, first_line, is_peer_failure, per_process_batch
+from n2ncli.distributed import DistributedError, World, agreed, first_line, is_peer_failure, per_process_batch
 from n2ncli.errors import CheckpointError, ConfigError, N2nError
 from n2ncli.fsutil import atomic_path
 from n2ncli.loss import GammaSchedule, n2n_loss
@@ -307,10 +307,8 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
                 grad_norm = _clip_spikes(model, grad_ema, config.clip_spikes)
                 grad_ema = grad_norm if grad_ema is None else 0.98 * grad_ema + 0.02 * grad_norm
             if not math.isfinite(loss_sum):  # the global loss: every rank stops here together
-                diverged = N2nError(f"training diverged at step {step + 1} (loss {loss_sum}); "
-                                    "lower --lr (the last checkpoint is kept)")
-                diverged.agreed = world.distributed  # type: ignore[attr-defined]
-                raise diverged
+                raise agreed(N2nError(f"training diverged at step {step + 1} (loss {loss_sum}); "
+                                      "lower --lr (the last checkpoint is kept)"))
             optimizer.step()
             completed = done = step + 1
             loss_value = loss_sum
@@ -335,10 +333,8 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
         checkpoint(completed)
         report(Progress("interrupted", completed, config.steps, loss_value, checkpoint=ckpt_path))
         world.barrier()  # the checkpoint is on disk before any rank exits (a launcher then ends the rest)
-        interrupted = TrainingInterrupted(f"interrupted at step {completed}/{config.steps}; checkpoint saved to "
-                                          f"{ckpt_path}, continue with --resume")
-        interrupted.agreed = world.distributed  # type: ignore[attr-defined]
-        raise interrupted from None
+        raise agreed(TrainingInterrupted(f"interrupted at step {completed}/{config.steps}; checkpoint saved to "
+                                         f"{ckpt_path}, continue with --resume")) from None
     except Exception as exc:
         if not world.distributed or not (isinstance(exc, _Terminated) or is_peer_failure(exc)):
             raise

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from n2ncli.errors import ConfigError, DatasetError
 from n2ncli.fit import FitRequest, fit, scale_lr
 from n2ncli.nets.unet import UNet
 from n2ncli.store import find_model, load_state, runs_dir
-from n2ncli.train import Progress, TrainConfig, save_checkpoint
+from n2ncli.train import Progress, TrainConfig, TrainingInterrupted, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread", "short_timeout")
 
@@ -140,6 +143,46 @@ def test_an_error_on_one_rank_reaches_the_user_as_that_error(train_dir: Path, tm
     with pytest.raises(DatasetError, match=r"shard of rank 1 of 2 \(0 of 1 files\).*--sharding replicate"):
         fit(FitRequest(inputs=(one_file,), name="s", batch_size=1, gpus=2, sharding="shard", **BASE))
     assert not (runs_dir() / "s").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_rank_at_one_step_with_a_checkpoint(train_dir: Path, tmp_path: Path,
+                                                                n2n_home: Path) -> None:
+    """Ctrl-C in a terminal reaches the launcher and both ranks: they agree on the step, rank 0
+    saves it, the command exits 130; one process then resumes the run from the next step."""
+    options = ("fit", train_dir, "--gpus", "2", "--device", "cpu", "--steps", "60", "--checkpoint-every", "2",
+               "--crop", "32", "--batch-size", "1", "--init", "none", "--name", "c")
+    checkpoint = n2n_home / "runs" / "c" / "checkpoint.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "n2ncli", *map(str, options)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checkpoint.exists(), "no checkpoint appeared"
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: to the whole process group
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    stopped = int(re.search(r"interrupted at step (\d+)/60", " ".join(err.split())).group(1))
+    assert 2 <= stopped < 60 and torch.load(checkpoint, weights_only=True)["step"] == stopped
+
+    def stop_after_one_step(p: Progress) -> None:
+        if p.event == "step":
+            first.append(p.step)
+            raise KeyboardInterrupt
+
+    first: list[int] = []
+    with pytest.raises(TrainingInterrupted):
+        fit(FitRequest(inputs=(train_dir,), name="c", resume=True, steps=60, crop=32, init="none",
+                       device="cpu", checkpoint_every=2), on_progress=stop_after_one_step)
+    assert first == [stopped + 1]
 
 
 # ------------------------------------------------------------------------------------ the CLI

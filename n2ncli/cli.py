@@ -473,10 +473,13 @@ def models_export(
 # --------------------------------------------------------------------------- entry point
 
 def _echo(exc: N2nError) -> bool:
-    """Whether to print an error: under torchrun, one that every rank raised is printed by rank 0 alone."""
+    """Whether to print an error. Under torchrun one that every rank raised is printed by rank 0
+    alone: those marked agreed, and option or checkpoint errors (every rank has the same)."""
     from n2ncli.distributed import env_rank
+    from n2ncli.errors import CheckpointError, ConfigError
 
-    return env_rank() == 0 or not getattr(exc, "agreed", False)
+    shared = getattr(exc, "agreed", False) or isinstance(exc, (ConfigError, CheckpointError))
+    return env_rank() == 0 or not shared
 
 
 def main() -> None:

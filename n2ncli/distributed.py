@@ -257,8 +257,8 @@ def join_from_env(device: str = "auto") -> World:
     base = resolve_device(device)
     if base.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"local rank {local_rank} has no GPU: {torch.cuda.device_count()} visible here; "
-                              "start at most one process per GPU")
+            raise DistributedError(f"local rank {local_rank} has no GPU: {torch.cuda.device_count()} visible here; "
+                                   "start at most one process per GPU")
         where, backend = torch.device("cuda", local_rank), "nccl"
         torch.cuda.set_device(where)
     elif base.type == "cpu":

@@ -342,8 +342,8 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
             kept = "rank 0 keeps its last checkpoint"
         else:
             kept = f"the checkpoint at step {last_saved} is kept" if last_saved else "no checkpoint was saved yet"
-        why = ("was stopped (SIGTERM), most likely because another process failed," if isinstance(exc, _Terminated)
-               else f"lost the other processes ({first_line(exc)})")
+        why = ("received SIGTERM (from its launcher, which ends the run when a process fails, or a scheduler)"
+               if isinstance(exc, _Terminated) else f"lost the other processes ({first_line(exc)})")
         raise DistributedError(f"{world.describe()} {why} at step {completed + 1}; {kept}, "
                                "continue with --resume") from None
     finally:

@@ -236,14 +236,13 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if resume:
         optimizer.load_state_dict(state["optimizer"])
-        del state
     amp = autocast_dtype(device, config.precision)
     ddp = None
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    net = ddp or model
+    net = model if ddp is None else ddp
     net = torch.compile(net) if config.compile else net
     noise = parse_noise(config.noise) if config.noise else None
 

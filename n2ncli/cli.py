@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -167,7 +168,7 @@ def fit(
     noise: Annotated[Optional[str], typer.Option(help="Add synthetic noise to clean images: gaussian25, gaussian5-50, poisson30, poisson5-50, gaussian:SIGMA, poisson:LAMBDA; for clean raws poisson-gaussian:A,B (variance A*x+B, normalised).")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the images (default 100, as the paper).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps (instead of --epochs).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 4,
+    batch_size: Annotated[Optional[int], typer.Option(help="Crops per step in each process (default 4); the global batch is this x the number of processes. A resume keeps the run's global batch.")] = None,
     crop: Annotated[int, typer.Option(help="Crop size in pixels (smaller images are used whole); for raws in 2x2 cells, so 256 covers 512x512 sensor pixels.")] = 256,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate, halved at 20/40/60/80 % of training (default: 3e-4 from scratch as the paper, 1e-4 when warm-starting and for raws).")] = None,
     reg_weight: Annotated[Optional[float], typer.Option(help="Regulariser weight gamma at the end of its linear ramp from 0 (default 2, raw 1: the paper's).")] = None,
@@ -183,8 +184,12 @@ def fit(
     compile_: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (also every 5 minutes and on Ctrl-C).")] = 500,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model of this name.")] = False,
+    gpus: Annotated[int, typer.Option(help="Train with N processes on this machine, one per GPU (DDP). With --device cpu: N CPU processes (gloo). Under torchrun leave it out.")] = 1,
+    lr_scaling: Annotated[str, typer.Option(help="With several processes: none keeps --lr, linear multiplies it by the number of processes.")] = "none",
+    sharding: Annotated[str, typer.Option(help="With several processes: replicate (every process decodes every file; the same run as one process), shard (each decodes 1/N of the files) or auto (shard only when the decoded set outgrows memory).")] = "auto",
 ) -> None:
     """Train a denoiser on your own noisy photos or raws (self-supervised), or on clean ones with --noise."""
+    from n2ncli.distributed import env_rank
     from n2ncli.fit import FitRequest
     from n2ncli.fit import fit as run_fit
 
@@ -195,8 +200,11 @@ def fit(
         inputs=tuple(inputs), name=name, kind=kind.lower(), noise=noise, steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
         lr=lr, gamma_end=reg_weight, gamma_constant=reg_constant, sampler=sampler, seed=seed, device=device,
         workers=workers, resume=resume, val=val, init=init, precision=precision, compile=compile_,
-        checkpoint_every=checkpoint_every, overwrite=overwrite,
+        checkpoint_every=checkpoint_every, overwrite=overwrite, gpus=gpus, lr_scaling=lr_scaling, sharding=sharding,
     )
+    if env_rank() != 0:  # a torchrun rank other than 0: rank 0 shows the progress and the outcome
+        run_fit(request)
+        return
     stats = {"loss": math.nan, "gamma": math.nan, "lr": math.nan, "rate": math.nan, "val": None}
     columns = (TextColumn("loss {task.fields[loss]:.5f}  γ {task.fields[gamma]:.2f}  lr {task.fields[lr]:.1e}  "
                           "{task.fields[rate]:.2f} it/s{task.fields[val]}"),)
@@ -496,6 +504,16 @@ def models_export(
 
 # --------------------------------------------------------------------------- entry point
 
+def _echo(exc: N2nError) -> bool:
+    """Whether to print an error. Under torchrun one that every rank raised is printed by rank 0
+    alone: those marked agreed, and option or checkpoint errors (every rank has the same)."""
+    from n2ncli.distributed import env_rank
+    from n2ncli.errors import CheckpointError, ConfigError
+
+    shared = getattr(exc, "agreed", False) or isinstance(exc, (ConfigError, CheckpointError))
+    return env_rank() == 0 or not shared
+
+
 def main() -> None:
     """Console entry point: user errors become one line and exit 1; Ctrl-C exits 130."""
     from n2ncli.train import TrainingInterrupted
@@ -507,12 +525,15 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except TrainingInterrupted as exc:
-        console.print(f"[yellow]{exc}[/]", highlight=False)
+        if not _echo(exc):
+            sys.exit(130)
+        console.print(f"[yellow]{escape(str(exc))}[/]", highlight=False)
         sys.exit(130)
     except N2nError as exc:
         if _state["debug"]:
             raise
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        if _echo(exc):
+            console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -2,7 +2,9 @@
 
 Drawing every batch from its own seeded generator makes a resumed run draw exactly the crops
 the uninterrupted run would have, without saving any RNG state, and lets DataLoader workers
-prepare batches ahead in any order.
+prepare batches ahead in any order. Under DDP every process plans the whole batch of a step and
+cuts its own slice (``RankSlice``), so N processes draw what one process with N times the batch
+would; with sharded files each process plans from its own files instead.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -154,6 +157,39 @@ class CropPlan:
     height: np.ndarray  # B int
     width: np.ndarray  # B int
 
+    def take(self, sel: slice | np.ndarray) -> "CropPlan":
+        """The crops ``sel`` of this plan (a rank's slice of the batch)."""
+        return CropPlan(self.image[sel], self.y[sel], self.x[sel], self.height[sel], self.width[sel])
+
+
+@dataclass(frozen=True)
+class RankSlice:
+    """Which crops of each step's batch this process cuts: its share, rank ``rank`` of ``ranks``.
+
+    ``sharded``: the images are this rank's own shard of the files, so it plans its crops from
+    them with a generator of its own instead of slicing the one-process plan.
+    """
+
+    rank: int = 0
+    ranks: int = 1
+    sharded: bool = False
+
+    def plan(self, sizes: np.ndarray, batch: int, crop: int, seed: int, step: int) -> tuple[CropPlan, np.ndarray]:
+        """This rank's crops of step ``step`` of a ``batch``-crop global batch, and their indices in it."""
+        per = batch // self.ranks
+        mine = np.arange(self.rank * per, (self.rank + 1) * per)
+        if self.sharded:
+            return plan_crops(sizes, per, crop, np.random.default_rng([seed, step, self.ranks, self.rank])), mine
+        return plan_crops(sizes, batch, crop, step_generator(seed, step)).take(mine), mine
+
+
+class CropGroup(NamedTuple):
+    """Crops of one size: ``crops`` Bx C x h x w float32 in [0,1]; ``samples`` their B indices in the
+    step's global batch (per-sample noise and sub-sampler draws are keyed by them)."""
+
+    samples: torch.Tensor  # B int64
+    crops: torch.Tensor
+
 
 def plan_crops(sizes: np.ndarray, batch: int, crop: int, rng: np.random.Generator) -> CropPlan:
     """Random ``crop``-sized windows (even offsets) of random images; small images are used whole.
@@ -169,35 +205,51 @@ def plan_crops(sizes: np.ndarray, batch: int, crop: int, rng: np.random.Generato
     return CropPlan(idx, y, x, ch, cw)
 
 
+def group_positions(plan: CropPlan) -> list[np.ndarray]:
+    """Positions in ``plan`` of the crops of each size, sizes in order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, (h, w) in enumerate(zip(plan.height, plan.width)):
+        groups.setdefault((int(h), int(w)), []).append(k)
+    return [np.array(g, dtype=np.int64) for g in groups.values()]
+
+
 def group_crops(images: LoadedImages | Sequence[np.ndarray], plan: CropPlan) -> list[np.ndarray]:
     """Cut the planned crops; crops of equal size are stacked into one BxCxhxw array."""
     arrays = images.arrays if isinstance(images, LoadedImages) else images
-    groups: dict[tuple[int, int], list[np.ndarray]] = {}
-    for i, y, x, h, w in zip(plan.image, plan.y, plan.x, plan.height, plan.width):
-        groups.setdefault((int(h), int(w)), []).append(arrays[i][:, y:y + h, x:x + w])
-    return [np.stack(g) for g in groups.values()]
+
+    def cut(k: int) -> np.ndarray:
+        y, x = plan.y[k], plan.x[k]
+        return arrays[plan.image[k]][:, y:y + plan.height[k], x:x + plan.width[k]]
+
+    return [np.stack([cut(k) for k in pos]) for pos in group_positions(plan)]
 
 
 class CropBatches(torch.utils.data.Dataset):
-    """Map-style dataset whose item ``k`` is the list of crop groups of training step ``k``."""
+    """Map-style dataset whose item ``k`` is the list of crop groups of training step ``k``.
 
-    def __init__(self, images: LoadedImages | StreamedImages, batch: int, crop: int, seed: int) -> None:
-        self.images, self.batch, self.crop, self.seed = images, batch, crop, seed
+    ``batch`` is the global batch of a step; ``part`` says which share of it this process cuts.
+    """
+
+    def __init__(self, images: LoadedImages | StreamedImages, batch: int, crop: int, seed: int,
+                 part: RankSlice = RankSlice()) -> None:
+        self.images, self.batch, self.crop, self.seed, self.part = images, batch, crop, seed, part
         self.sizes = np.array([s[1:] for s in images.shapes], dtype=np.int64)
 
     def __len__(self) -> int:  # steps are unbounded; the sampler decides which are drawn
         return 2**62
 
-    def __getitem__(self, step: int) -> list[torch.Tensor]:
+    def __getitem__(self, step: int) -> list[CropGroup]:
         """Float32 crops in [0,1] for ``step``, grouped by size (converted here, in the worker)."""
-        plan = plan_crops(self.sizes, self.batch, self.crop, step_generator(self.seed, step))
+        plan, samples = self.part.plan(self.sizes, self.batch, self.crop, self.seed, step)
+        positions = group_positions(plan)
         if isinstance(self.images, StreamedImages):
-            groups: dict[tuple[int, int], list[np.ndarray]] = {}
-            for i, y, x, h, w in zip(plan.image, plan.y, plan.x, plan.height, plan.width):
-                groups.setdefault((int(h), int(w)), []).append(self.images.crop_float(int(i), y, x, h, w))
-            return [torch.from_numpy(np.stack(g)) for g in groups.values()]
-        scale, floor = np.float32(self.images.scale), np.float32(self.images.floor)
-        return [torch.from_numpy(g.astype(np.float32) * scale - floor) for g in group_crops(self.images, plan)]
+            cut = self.images.crop_float
+            crops = [np.stack([cut(int(plan.image[k]), plan.y[k], plan.x[k], plan.height[k], plan.width[k])
+                               for k in pos]) for pos in positions]
+        else:
+            scale, floor = np.float32(self.images.scale), np.float32(self.images.floor)
+            crops = [g.astype(np.float32) * scale - floor for g in group_crops(self.images, plan)]
+        return [CropGroup(torch.from_numpy(samples[pos]), torch.from_numpy(c)) for pos, c in zip(positions, crops)]
 
 
 class DeviceCropSource:
@@ -207,8 +259,9 @@ class DeviceCropSource:
     read, so the GPU never waits on the host. Used when the decoded set fits the memory budget.
     """
 
-    def __init__(self, images: LoadedImages, batch: int, crop: int, seed: int, device: torch.device) -> None:
-        self.batch, self.crop, self.seed, self.device = batch, crop, seed, device
+    def __init__(self, images: LoadedImages, batch: int, crop: int, seed: int, device: torch.device,
+                 part: RankSlice = RankSlice()) -> None:
+        self.batch, self.crop, self.seed, self.device, self.part = batch, crop, seed, device, part
         self.sizes = np.array([a.shape[1:] for a in images.arrays], dtype=np.int64)
         c = images.arrays[0].shape[0]
         hmax, wmax = self.sizes.max(axis=0)
@@ -223,15 +276,16 @@ class DeviceCropSource:
         self.scale, self.floor = images.scale, images.floor
         self.arange = torch.arange(crop, device=device)
 
-    def batch_for(self, step: int) -> list[torch.Tensor]:
+    def batch_for(self, step: int) -> list[CropGroup]:
         """Float32 crops in [0,1] for ``step``, grouped by size, on the device."""
-        plan = plan_crops(self.sizes, self.batch, self.crop, step_generator(self.seed, step))
+        plan, samples = self.part.plan(self.sizes, self.batch, self.crop, self.seed, step)
         out = []
-        for h, w in sorted({(int(h), int(w)) for h, w in zip(plan.height, plan.width)}):
-            sel = np.nonzero((plan.height == h) & (plan.width == w))[0]
+        for sel in group_positions(plan):
+            h, w = int(plan.height[sel[0]]), int(plan.width[sel[0]])
             img = torch.as_tensor(plan.image[sel], device=self.device)
             ys = torch.as_tensor(plan.y[sel], device=self.device)[:, None] + self.arange[:h]
             xs = torch.as_tensor(plan.x[sel], device=self.device)[:, None] + self.arange[:w]
             crops = self.store[img[:, None, None], :, ys[:, :, None], xs[:, None, :]]  # B h w C
-            out.append((crops.permute(0, 3, 1, 2).float() + self.offset) * self.scale - self.floor)
+            out.append(CropGroup(torch.from_numpy(samples[sel]),
+                                 (crops.permute(0, 3, 1, 2).float() + self.offset) * self.scale - self.floor))
         return out

@@ -1,19 +1,27 @@
-"""`n2n fit` as a library call: gather images, pick the warm start, train, store the model."""
+"""`n2n fit` as a library call: gather images, pick the warm start, train, store the model.
+
+The same call trains in one process, in each process of a torchrun job (DDP), or starts
+``gpus`` local processes itself; see docs/distributed.md.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from n2ncli.data import StreamedImages, load_training_images
+from n2ncli.data import LoadedImages, StreamedImages, load_training_images
 from n2ncli.device import free_ram, resolve_device
+from n2ncli.distributed import (DistributedError, World, agreed, env_world_size, join_from_env, launch,
+                                per_process_batch)
 from n2ncli.errors import CheckpointError, ConfigError, DatasetError, ModelNotFoundError
 from n2ncli.io.image import IMAGE_EXTENSIONS, list_images, read_image
 from n2ncli.io.raw import RAW_EXTENSIONS, TRAIN_FLOOR, is_raw, read_packed, read_training_raw
@@ -31,6 +39,9 @@ KINDS = ("auto", "srgb", "raw")
 #: Fine-tuning the shipped model at the paper's 3e-4 first loses ~0.5 dB before it gains;
 #: 1e-4 is better at every point measured (docs/benchmarks.md, warm start).
 WARM_START_LR = 1e-4
+BATCH_SIZE = 4  # crops per process and step, the paper's batch
+LR_SCALINGS = ("none", "linear")
+SHARDINGS = ("auto", "shard", "replicate")
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ class FitRequest:
     noise: str | None = None
     steps: int | None = None
     epochs: float | None = None
-    batch_size: int = 4
+    batch_size: int | None = None  # per process; None: 4 (a resume keeps the run's global batch)
     crop: int = 256
     lr: float | None = None  # None: 3e-4 from scratch (the paper), 1e-4 when warm-starting or raw
     gamma_end: float | None = None  # None: 2 for sRGB, 1 for raw (the paper's)
@@ -59,6 +70,9 @@ class FitRequest:
     compile: bool = False
     checkpoint_every: int = 500
     overwrite: bool = False
+    gpus: int = 1  # local processes to start (DDP); under torchrun leave 1, the job gives the processes
+    lr_scaling: str = "none"  # linear: lr x number of processes
+    sharding: str = "auto"  # with several processes: each decodes its own share of the files?
 
 
 @dataclass(frozen=True)
@@ -105,9 +119,17 @@ def gather_images(inputs: Sequence[Path], kind: str = "auto") -> tuple[list[Path
 
 def fingerprint(paths: Sequence[Path]) -> str:
     """Names and sizes of the training files: a resume on different data is refused."""
+    return _digest(_file_line(p) for p in paths)
+
+
+def _file_line(path: Path) -> str:
+    return f"{path.name}:{path.stat().st_size}"
+
+
+def _digest(lines: Iterable[str]) -> str:
     h = hashlib.sha256()
-    for p in paths:
-        h.update(f"{p.name}:{p.stat().st_size}\n".encode())
+    for line in lines:
+        h.update(f"{line}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -161,77 +183,241 @@ def resolve_init(init: str, kind: str, channels: int) -> tuple[dict[str, torch.T
     return load_state(record), record.name
 
 
+def scale_lr(lr: float, scaling: str, processes: int) -> float:
+    """The learning rate of a run over ``processes`` processes: ``linear`` multiplies by their number."""
+    if scaling not in LR_SCALINGS:
+        raise ConfigError(f"--lr-scaling must be one of {', '.join(LR_SCALINGS)}, got {scaling!r}")
+    return lr * processes if scaling == "linear" else lr
+
+
 def fit(request: FitRequest, on_progress: Callable[[Progress], None] | None = None,
         on_loading: Callable[[int, int], None] | None = None) -> FitOutcome:
-    """Train a model on ``request.inputs`` and save it in the store under ``request.name``."""
+    """Train a model on ``request.inputs`` and save it in the store under ``request.name``.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this and they train one model together;
+    ``request.gpus > 1`` starts that many local processes first. Either way only rank 0 writes
+    checkpoints and the model and calls ``on_progress``/``on_loading``; every rank returns the outcome.
+    """
+    _check_request(request)
+    if request.gpus > 1:
+        return _launch(request, on_progress, on_loading)
+    world = join_from_env(request.device)
+    try:
+        return _fit(request, world, on_progress, on_loading)
+    finally:
+        world.close()
+
+
+def _check_request(request: FitRequest) -> None:
+    """What can be refused before any image is read or process started."""
     check_name(request.name)
-    if not request.overwrite and not request.resume and (models_dir() / request.name / "model.json").exists():
-        raise ConfigError(f"a model named {request.name!r} exists already; use another --name or --overwrite")
     if request.steps is not None and request.epochs is not None:
         raise ConfigError("give --steps or --epochs, not both")
     if request.noise:
         parse_noise(request.noise)
-    device = resolve_device(request.device)
-    paths, kind = gather_images(request.inputs, request.kind)
-    if kind == "raw":
-        images = load_training_images(paths, read_training_raw, channels=4, progress=on_loading,
-                                      memory_budget=free_ram() / 2, floor=TRAIN_FLOOR)
-    else:
-        images = load_training_images(paths, read_pixels, channels=None, progress=on_loading,
-                                      memory_budget=free_ram() / 2)
+    if request.batch_size is not None and request.batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {request.batch_size}")
+    if request.gpus < 1:
+        raise ConfigError(f"--gpus must be >= 1, got {request.gpus}")
+    scale_lr(1.0, request.lr_scaling, 1)
+    if request.sharding not in SHARDINGS:
+        raise ConfigError(f"--sharding must be one of {', '.join(SHARDINGS)}, got {request.sharding!r}")
+
+
+def _check_store(request: FitRequest) -> None:
+    """Refuse to replace a model or an unfinished run by accident (rank 0: the store is its)."""
+    if not request.overwrite and not request.resume and (models_dir() / request.name / "model.json").exists():
+        raise ConfigError(f"a model named {request.name!r} exists already; use another --name or --overwrite")
+    if not request.resume and (runs_dir() / request.name / "checkpoint.pt").exists() and not request.overwrite:
+        raise ConfigError(f"an unfinished run named {request.name!r} exists; continue it with --resume "
+                          "or start over with --overwrite")
+
+
+def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], None] | None,
+         on_loading: Callable[[int, int], None] | None) -> FitOutcome:
+    """The fit of one process (rank ``world.rank`` of ``world.size``)."""
+    world.on_main(lambda: _check_store(request), share=False)
+    paths, kind = world.everywhere(lambda: gather_images(request.inputs, request.kind))
+    if world.distributed:  # shards and plans index one list: every rank must see the same files
+        listings = world.all_gather(_digest(map(str, paths)))
+        if len(set(listings)) > 1:
+            other = next(r for r, d in enumerate(listings) if d != listings[0])
+            raise agreed(DatasetError(f"rank {other} of {world.size} sees other training files than rank 0 in "
+                                      f"{', '.join(map(str, request.inputs))}; every machine needs the same folder"))
+    data = _load_images(paths, kind, world, request.sharding, on_loading if world.is_main else None)
+    images = data.images
     channels = images.shapes[0][0]
     workers = request.workers
     if workers is None:  # streamed crops need decoding ahead; in-memory crops are cheap
-        workers = min(4, os.cpu_count() or 1) if isinstance(images, StreamedImages) else 0
+        cores = max(1, (os.cpu_count() or 1) // world.local_size)
+        workers = min(4, cores) if isinstance(images, StreamedImages) else 0
+    run_dir = runs_dir() / request.name
+    saved = world.on_main(lambda: load_checkpoint(run_dir / "checkpoint.pt")) if request.resume else None
+    global_batch = _global_batch(request, saved, world.size)
     if request.steps is not None:
         steps = request.steps
     else:
         epochs = request.epochs if request.epochs is not None else PAPER_EPOCHS
-        steps = max(1, math.ceil(epochs * len(images.paths) / request.batch_size))
-    run_dir = runs_dir() / request.name
-    saved = load_checkpoint(run_dir / "checkpoint.pt") if request.resume else None
-    init_state, init_name = (None, "resume") if saved else resolve_init(request.init, kind, channels)
+        steps = max(1, math.ceil(epochs * data.count / global_batch))
+    init_state, init_name = (None, "resume") if saved else world.on_main(
+        lambda: resolve_init(request.init, kind, channels))
     if request.lr is not None:
-        lr = request.lr
+        lr = scale_lr(request.lr, request.lr_scaling, world.size)
     elif saved:
-        lr = float(saved["config"]["lr"])  # a resume keeps the run's own
+        lr = float(saved["config"]["lr"])  # a resume keeps the run's own, whatever the processes
     elif kind == "raw":
-        lr = RAW_LR
+        lr = scale_lr(RAW_LR, request.lr_scaling, world.size)
     else:
-        lr = WARM_START_LR if init_state is not None else PAPER_LR
+        lr = scale_lr(WARM_START_LR if init_state is not None else PAPER_LR, request.lr_scaling, world.size)
     gamma_end = request.gamma_end if request.gamma_end is not None else GAMMA_END[kind]
     config = TrainConfig(
-        steps=steps, batch_size=request.batch_size, crop=request.crop, lr=lr,
+        steps=steps, batch_size=global_batch, crop=request.crop, lr=lr,
         gamma_end=gamma_end, gamma_constant=request.gamma_constant, sampler=request.sampler,
         noise=request.noise, seed=request.seed, channels=channels, kind=kind,
         precision=request.precision, compile=request.compile, checkpoint_every=request.checkpoint_every,
     )
-    validation = load_validation(request.val, request.noise, channels, request.seed, kind) if request.val else None
-    if not request.resume and (run_dir / "checkpoint.pt").exists() and not request.overwrite:
-        raise ConfigError(f"an unfinished run named {request.name!r} exists; continue it with --resume "
-                          "or start over with --overwrite")
-    data_id = fingerprint(images.paths)
+    validation = world.on_main(
+        lambda: load_validation(request.val, request.noise, channels, request.seed, kind),
+        share=False) if request.val else None
+    lr_scaling = request.lr_scaling
     if saved:
         extra = saved.get("extra", {})
-        if extra.get("data") not in (None, data_id):
+        if extra.get("data") not in (None, data.fingerprint):
             raise CheckpointError(f"{request.name}: the training files changed since the checkpoint; "
                                   "resume with the same folder")
         init_name = extra.get("init", init_name)
+        lr_scaling = extra.get("lr_scaling", "none")
     val_every = max(1, min(request.checkpoint_every, steps // 10 or 1))
-    result = train(config, images, device=device, run_dir=run_dir, resume=request.resume, init_state=init_state,
-                   workers=workers, validation=validation, val_every=val_every, on_progress=on_progress,
-                   extra={"data": data_id, "init": init_name})
+    result = train(config, images, device=world.device, run_dir=run_dir, resume=request.resume,
+                   init_state=init_state, workers=workers, validation=validation, val_every=val_every,
+                   on_progress=on_progress,
+                   extra={"data": data.fingerprint, "init": init_name, "lr_scaling": lr_scaling},
+                   world=world, state=saved, sharded=data.sharded)
     training = {
-        "dataset": ", ".join(str(p) for p in request.inputs), "images": len(images.paths),
+        "dataset": ", ".join(str(p) for p in request.inputs), "images": data.count,
         "steps": steps, "batch_size": config.batch_size, "crop": config.crop, "lr": config.lr,
         "lr_schedule": "x0.5 at 20/40/60/80 % of steps", "gamma_end": config.gamma_end,
         "gamma": "constant" if config.gamma_constant else "linear ramp from 0", "sampler": config.sampler,
-        "seed": config.seed, "init": init_name, "device": str(device), "seconds": round(result.seconds, 1),
-        "final_loss": result.final_loss, "noise_added": request.noise,
+        "seed": config.seed, "init": init_name, "device": str(world.device) if world.size == 1 else world.device.type,
+        "processes": world.size, "lr_scaling": lr_scaling,
+        "sharding": "shard" if data.sharded else "none" if world.size == 1 else "replicate",
+        "seconds": round(result.seconds, 1), "final_loss": result.final_loss, "noise_added": request.noise,
     }
     metrics = {"val_psnr": round(result.val_psnr, 3)} if result.val_psnr is not None else {}
-    record = save_model(request.name, result.model, kind=kind, noise=request.noise or "real (as in the images)",
-                        training=training, metrics=metrics, overwrite=True)
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the run is finished: its model is in the store
-    return FitOutcome(record, result, len(images.paths), images.skipped, init_name)
 
+    def store() -> ModelRecord:
+        record = save_model(request.name, result.model, kind=kind, noise=request.noise or "real (as in the images)",
+                            training=training, metrics=metrics, overwrite=True)
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the run is finished: its model is in the store
+        return record
+
+    record = world.on_main(store)
+    return FitOutcome(record, result, data.count, data.skipped, init_name)
+
+
+def _global_batch(request: FitRequest, saved: dict[str, Any] | None, processes: int) -> int:
+    """Crops per step over all processes: per-process batch x processes, or a resumed run's own."""
+    if saved is None:
+        return (request.batch_size or BATCH_SIZE) * processes
+    run = int(saved["config"]["batch_size"])
+    if request.batch_size is not None and request.batch_size * processes != run:
+        raise ConfigError(f"--batch-size {request.batch_size} over {processes} process(es) makes a global batch of "
+                          f"{request.batch_size * processes}, but the run's is {run}; leave --batch-size out "
+                          "when resuming (each process then takes its share)")
+    per_process_batch(run, processes)
+    return run
+
+
+@dataclass(frozen=True)
+class _TrainingData:
+    images: LoadedImages | StreamedImages  # this rank's: all usable images, or its shard
+    count: int  # usable images of all ranks
+    skipped: tuple[str, ...]  # of all ranks
+    fingerprint: str  # of all usable files, as one process would compute it
+    sharded: bool
+
+
+def _load_images(paths: list[Path], kind: str, world: World, sharding: str,
+                 progress: Callable[[int, int], None] | None) -> _TrainingData:
+    """Decode the training files: all of them in every process, or each process its own shard.
+
+    ``auto`` shards only when the decoded set is larger than one process's memory budget: smaller
+    sets are replicated, so N processes train exactly as one process with N times the batch.
+    """
+    budget = free_ram() / 2 / world.local_size
+
+    def load(files: list[Path]) -> LoadedImages | StreamedImages:
+        if kind == "raw":  # packed mosaics, uint16 with values below black kept (TRAIN_FLOOR)
+            return load_training_images(files, read_training_raw, channels=4, progress=progress,
+                                        memory_budget=budget, floor=TRAIN_FLOOR)
+        return load_training_images(files, read_pixels, channels=None, progress=progress, memory_budget=budget)
+
+    def replicated() -> _TrainingData:
+        images = world.everywhere(lambda: load(paths))
+        return _TrainingData(images, len(images.paths), images.skipped, fingerprint(images.paths), False)
+
+    if not world.distributed or sharding == "replicate":
+        return replicated()
+    mine = paths[world.rank::world.size]
+
+    def load_shard() -> LoadedImages | StreamedImages:
+        try:
+            return load(mine)
+        except DatasetError as exc:
+            raise DatasetError(f"the shard of {world.describe()} ({len(mine)} of {len(paths)} files): {exc}; "
+                               "use fewer processes or --sharding replicate") from None
+
+    shard = world.everywhere(load_shard)
+    index = {p: i for i, p in enumerate(paths)}
+    summary = world.all_gather((shard.nbytes, shard.shapes[0][0],
+                                [(index[p], _file_line(p)) for p in shard.paths], shard.skipped))
+    if sharding == "auto" and sum(s[0] for s in summary) <= budget:
+        del shard
+        return replicated()
+    if len({s[1] for s in summary}) > 1:
+        raise agreed(DatasetError("the files mix grey and colour images and some shards hold only grey ones; "
+                                  "use --sharding replicate"))
+    lines = sorted(line for s in summary for line in s[2])
+    skipped = tuple(line for s in summary for line in s[3])
+    return _TrainingData(shard, len(lines), skipped, _digest(text for _, text in lines), True)
+
+
+def _launch(request: FitRequest, on_progress: Callable[[Progress], None] | None,
+            on_loading: Callable[[int, int], None] | None) -> FitOutcome:
+    """``--gpus N``: start N local ranks (torchrun's launcher as a library) and relay rank 0's progress."""
+    if env_world_size() > 1:
+        raise ConfigError("--gpus starts its own processes; under torchrun leave it out")
+    n = request.gpus
+    device = resolve_device(request.device)
+    if device.type == "cuda" and n > torch.cuda.device_count():
+        raise ConfigError(f"--gpus {n}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    if device.type == "cpu" and request.device.lower() != "cpu":
+        raise ConfigError(f"--gpus {n} needs {n} CUDA GPUs and none is visible; "
+                          f"add --device cpu to run {n} CPU processes (gloo; for testing)")
+    if device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"--device {device.type}: distributed training runs on CUDA GPUs (NCCL) or CPUs (gloo)")
+    _check_store(request)
+    if request.resume:  # refuse a resume that cannot split over n processes before starting them
+        _global_batch(request, load_checkpoint(runs_dir() / request.name / "checkpoint.pt"), n)
+
+    def relay(message: tuple[str, Any]) -> None:
+        kind, payload = message
+        if kind == "progress" and on_progress:
+            on_progress(payload)
+        elif kind == "loading" and on_loading:
+            on_loading(*payload)
+
+    try:
+        return launch(_fit_rank, (dataclasses.replace(request, gpus=1),), n, on_message=relay)
+    except DistributedError as exc:
+        checkpoint = runs_dir() / request.name / "checkpoint.pt"
+        if not checkpoint.is_file():
+            raise
+        step = load_checkpoint(checkpoint)["step"]
+        raise DistributedError(f"{exc}; the checkpoint at step {step} is kept, continue with --resume") from None
+
+
+def _fit_rank(request: FitRequest, send: Any) -> FitOutcome:
+    """One rank started by ``_launch``: rank 0 sends its progress to the launching process."""
+    return fit(request, on_progress=lambda p: send.put(("progress", p)),
+               on_loading=lambda done, total: send.put(("loading", (done, total))))

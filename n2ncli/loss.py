@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +43,7 @@ class LossTerms:
 
 
 def n2n_loss(model: nn.Module, noisy: torch.Tensor, gamma: float, *, sampler: str = "random",
-             generator: torch.Generator | None = None) -> LossTerms:
+             generator: torch.Generator | Sequence[torch.Generator] | None = None) -> LossTerms:
     """L = |f(g1 y) - g2 y|^2 + gamma |f(g1 y) - g2 y - (g1 f(y) - g2 f(y))|^2 (means).
 
     ``noisy`` is NxCxHxW (H, W even). f(y) runs without gradient, as in the paper; the same

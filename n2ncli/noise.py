@@ -10,6 +10,7 @@ model, variance ``A*x + B`` in normalised units (A: shot-noise gain, B: read-noi
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,8 +49,17 @@ class NoiseSpec:
         u = torch.rand(n, generator=generator, device=device)
         return self.lo + (self.hi - self.lo) * u
 
-    def apply(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Noisy version of NxCxHxW ``clean`` in [0,1], a fresh draw (level per image)."""
+    def apply(self, clean: torch.Tensor,
+              generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """Noisy version of NxCxHxW ``clean`` in [0,1], a fresh draw (level per image).
+
+        ``generator`` may be one generator per image: each image's noise then depends on its own
+        generator alone, whichever batch (or process) it is drawn in.
+        """
+        if isinstance(generator, Sequence):
+            if len(generator) != clean.shape[0]:
+                raise ValueError(f"{len(generator)} generators for {clean.shape[0]} images")
+            return torch.cat([self.apply(clean[i:i + 1], g) for i, g in enumerate(generator)])
         n = clean.shape[0]
         if self.kind == "poisson-gaussian":
             shot = torch.poisson(clean.clamp(min=0) / self.lo, generator=generator) * self.lo

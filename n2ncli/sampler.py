@@ -8,6 +8,8 @@ positions for every cell of an image.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -24,18 +26,24 @@ SAMPLERS = ("random", "fixed")
 
 
 def draw_pair_indices(n: int, height: int, width: int, *, mode: str = "random",
-                      generator: torch.Generator | None = None,
+                      generator: torch.Generator | Sequence[torch.Generator] | None = None,
                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Positions (0..3) of g1 and g2 in each cell: two int64 tensors Nx1x(H/2)x(W/2).
 
     ``mode='random'`` draws a neighbour pair per cell; ``'fixed'`` one pair per image.
+    ``generator`` may be one generator per image (each image's draw then depends on it alone).
     """
     if mode not in SAMPLERS:
         raise ValueError(f"unknown sampler {mode!r} (use one of {', '.join(SAMPLERS)})")
     table = NEIGHBOUR_PAIRS if mode == "random" else DISTINCT_PAIRS
     pairs = torch.tensor(table, dtype=torch.int64, device=device)
-    shape = (n, 1, height // 2, width // 2) if mode == "random" else (n, 1, 1, 1)
-    choice = torch.randint(len(table), shape, generator=generator, device=device)
+    shape = (1, height // 2, width // 2) if mode == "random" else (1, 1, 1)
+    if isinstance(generator, Sequence):
+        if len(generator) != n:
+            raise ValueError(f"{len(generator)} generators for {n} images")
+        choice = torch.cat([torch.randint(len(table), (1, *shape), generator=g, device=device) for g in generator])
+    else:
+        choice = torch.randint(len(table), (n, *shape), generator=generator, device=device)
     first, second = pairs[choice, 0], pairs[choice, 1]
     if mode == "fixed":
         first = first.expand(n, 1, height // 2, width // 2)

@@ -1,12 +1,15 @@
-"""Self-supervised training loop: checkpoints, exact resume, progress through a callback.
+"""Self-supervised training loop: checkpoints, exact resume, progress through a callback, DDP.
 
-Every random draw of step k (crops, synthetic noise, sub-sampler masks) comes from generators
-seeded by (seed, k), and the learning rate and gamma are functions of k, so a run resumed from a
-checkpoint at step k continues exactly as the uninterrupted run would have.
+Every random draw of step k comes from generators seeded by (seed, k): the crops from one per
+step, the synthetic noise and sub-sampler masks from one per sample of the batch, keyed by
+(seed, k, sample index). The learning rate and gamma are functions of k. So a run resumed from a
+checkpoint at step k continues exactly as the uninterrupted run would have, and N processes that
+each take their slice of a batch draw what one process with the whole batch would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import signal
@@ -20,13 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2ncli.data import CropBatches, DeviceCropSource, LoadedImages
+from n2ncli.data import CropBatches, DeviceCropSource, LoadedImages, RankSlice
 from n2ncli.device import autocast_dtype
+from n2ncli.distributed import DistributedError, World, agreed, first_line, is_peer_failure, per_process_batch
 from n2ncli.errors import CheckpointError, ConfigError, N2nError
 from n2ncli.fsutil import atomic_path
 from n2ncli.loss import GammaSchedule, n2n_loss
 from n2ncli.nets.unet import UNet
-from n2ncli.noise import NoiseSpec, parse_noise
+from n2ncli.noise import parse_noise
 from n2ncli.sampler import SAMPLERS
 
 CHECKPOINT_FORMAT = "n2ncli-checkpoint-1"
@@ -41,7 +45,7 @@ class TrainConfig:
     """Everything that decides what a run computes; saved in every checkpoint and model."""
 
     steps: int
-    batch_size: int = 4
+    batch_size: int = 4  # crops per step in all processes together (the global batch)
     crop: int = 256
     lr: float = 3e-4
     lr_milestones: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
@@ -148,10 +152,14 @@ class ValidationPairs:
     clean: Sequence[np.ndarray]
 
 
-def step_torch_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
-    """Device-side generator for step ``step`` (noise and sub-sampler draws)."""
+def sample_generator(seed: int, step: int, sample: int, device: torch.device) -> torch.Generator:
+    """Device-side generator of one sample of step ``step`` (its noise and sub-sampler draws).
+
+    ``sample`` is the index in the global batch: whichever process cuts that crop draws the same.
+    """
     g = torch.Generator(device=device)
-    g.manual_seed((seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1))
+    key = np.random.SeedSequence([seed, step, sample]).generate_state(1, np.uint64)[0]
+    g.manual_seed(int(key) >> 1)
     return g
 
 
@@ -187,20 +195,31 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
           resume: bool = False, init_state: dict[str, torch.Tensor] | None = None,
           workers: int = 0, validation: ValidationPairs | None = None, val_every: int | None = None,
           on_progress: Callable[[Progress], None] | None = None,
-          extra: dict[str, Any] | None = None) -> TrainResult:
+          extra: dict[str, Any] | None = None, world: World | None = None,
+          state: dict[str, Any] | None = None, sharded: bool = False) -> TrainResult:
     """Train a U-Net with Neighbor2Neighbor on ``images``; checkpoints go to ``run_dir``.
 
     ``init_state`` warm-starts the network (ignored on resume). ``extra`` is stored in the
-    checkpoint (e.g. the data fingerprint, so a resume on other data can be refused).
+    checkpoint (e.g. the data fingerprint, so a resume on other data can be refused). ``state``
+    is the checkpoint to resume from when the caller has read it already.
+
+    Under DDP (``world`` of several ranks) every rank calls this with the same config: each
+    computes ``config.batch_size / world.size`` crops of every step (its slice of the one-process
+    batch, or crops of its own shard of the files if ``sharded``), gradients are averaged, and
+    only rank 0 checkpoints, validates and reports progress.
     """
-    report = on_progress or (lambda p: None)
+    world = world or World(device=device)
+    is_main = world.is_main
+    report = (on_progress or (lambda p: None)) if is_main else (lambda p: None)
+    per_rank = per_process_batch(config.batch_size, world.size)
     ckpt_path = run_dir / "checkpoint.pt"
     with torch.random.fork_rng(devices=[]):  # the init depends on the seed alone
         torch.manual_seed(config.seed)
         model = UNet(config.channels, init=config.net_init)
     start_step, elapsed0, grad_ema = 0, 0.0, None
     if resume:
-        state = load_checkpoint(ckpt_path)
+        if state is None:
+            state = world.on_main(lambda: load_checkpoint(ckpt_path))
         saved = TrainConfig.from_dict(state["config"])
         diff = [f.name for f in dataclasses.fields(config)
                 if f.name not in BOOKKEEPING and getattr(saved, f.name) != getattr(config, f.name)]
@@ -218,11 +237,19 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
     if resume:
         optimizer.load_state_dict(state["optimizer"])
     amp = autocast_dtype(device, config.precision)
-    net = torch.compile(model) if config.compile else model
+    ddp = None
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = model if ddp is None else ddp
+    net = torch.compile(net) if config.compile else net
     noise = parse_noise(config.noise) if config.noise else None
 
-    batches = _batch_stream(config, images, device, start_step, workers)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    part = RankSlice(world.rank, world.size, sharded)
+    batches = _batch_stream(config, images, device, start_step, workers, part)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     last_ckpt_time, rate, loss_value = t0, math.nan, math.nan
     history: list[tuple[int, float]] = []
@@ -230,11 +257,16 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
     step = start_step
 
     completed = start_step
-    stop = _GracefulStop()
+    stop = _GracefulStop(terminate=world.distributed)
+
+    last_saved = start_step if resume else None  # rank 0's
 
     def checkpoint(at: int) -> None:
-        save_checkpoint(ckpt_path, config, model, optimizer, at, elapsed0 + time.perf_counter() - t0,
-                        extra or {}, grad_ema)
+        nonlocal last_saved
+        if is_main:
+            save_checkpoint(ckpt_path, config, model, optimizer, at, elapsed0 + time.perf_counter() - t0,
+                            extra or {}, grad_ema)
+            last_saved = at
 
     try:
         stop.install()
@@ -243,28 +275,39 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
             lr, gamma = config.lr_at(step), config.gamma_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            gen = step_torch_generator(config.seed, step, device)
-            total_n = sum(g.shape[0] for g in groups)
             optimizer.zero_grad(set_to_none=True)
             loss_sum = rec_sum = reg_sum = 0.0
-            for clean_or_noisy in groups:
-                x = clean_or_noisy.to(device, non_blocking=True)
-                noisy = noise.apply(x, generator=gen) if noise else x
+            for k, (samples, crops) in enumerate(groups):
+                gens = [sample_generator(config.seed, step, int(i), device) for i in samples]
+                x = crops.to(device, non_blocking=True)
+                noisy = noise.apply(x, generator=gens) if noise else x
                 if config.channels_last:
                     noisy = noisy.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    terms = n2n_loss(net, noisy, gamma, sampler=config.sampler, generator=gen)
-                weight = x.shape[0] / total_n
-                (terms.total * weight).backward()
+                # DDP averages the gradients once per step, after the last group (ranks may hold
+                # different numbers of crop sizes): each rank's mean loss, averaged over the ranks,
+                # is the mean over the global batch.
+                last = k == len(groups) - 1
+                with contextlib.nullcontext() if ddp is None or last else ddp.no_sync():
+                    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                        terms = n2n_loss(net, noisy, gamma, sampler=config.sampler, generator=gens)
+                    weight = x.shape[0] / per_rank
+                    (terms.total * weight).backward()
                 loss_sum += float(terms.total.detach()) * weight
                 rec_sum += float(terms.reconstruction) * weight
                 reg_sum += float(terms.regulariser) * weight
+            if world.distributed:  # every rank sees the global loss and whether any was asked to stop
+                totals = world.sum(torch.tensor([loss_sum, rec_sum, reg_sum, float(stop.requested)],
+                                                dtype=torch.float64, device=device)).tolist()
+                loss_sum, rec_sum, reg_sum = (v / world.size for v in totals[:3])
+                stop_now = totals[3] > 0
+            else:
+                stop_now = None
             if config.clip_spikes:
                 grad_norm = _clip_spikes(model, grad_ema, config.clip_spikes)
                 grad_ema = grad_norm if grad_ema is None else 0.98 * grad_ema + 0.02 * grad_norm
-            if not math.isfinite(loss_sum):
-                raise N2nError(f"training diverged at step {step + 1} (loss {loss_sum}); "
-                               "lower --lr (the last checkpoint is kept)")
+            if not math.isfinite(loss_sum):  # the global loss: every rank stops here together
+                raise agreed(N2nError(f"training diverged at step {step + 1} (loss {loss_sum}); "
+                                      "lower --lr (the last checkpoint is kept)"))
             optimizer.step()
             completed = done = step + 1
             loss_value = loss_sum
@@ -273,14 +316,14 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
             if done % 25 == 0 or done == config.steps:
                 history.append((done, loss_value))
             report(Progress("step", done, config.steps, loss_value, rec_sum, reg_sum, gamma, lr, rate))
-            if validation is not None and val_every and (done % val_every == 0 or done == config.steps):
+            if is_main and validation is not None and val_every and (done % val_every == 0 or done == config.steps):
                 val_psnr = validate(model, validation, device)
                 report(Progress("validation", done, config.steps, loss_value, val_psnr=val_psnr))
             if done % config.checkpoint_every == 0 or now - last_ckpt_time > config.checkpoint_seconds:
                 checkpoint(done)
                 last_ckpt_time = now
                 report(Progress("checkpoint", done, config.steps, loss_value, checkpoint=ckpt_path))
-            if stop.requested:
+            if stop.requested if stop_now is None else stop_now:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         if stop.hard:  # a second Ctrl-C may have landed inside optimizer.step: keep the last good file
@@ -288,9 +331,20 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
                 f"stopped at once; the last checkpoint ({ckpt_path}) is intact, continue with --resume") from None
         checkpoint(completed)
         report(Progress("interrupted", completed, config.steps, loss_value, checkpoint=ckpt_path))
-        raise TrainingInterrupted(
-            f"interrupted at step {completed}/{config.steps}; checkpoint saved to {ckpt_path}, "
-            "continue with --resume") from None
+        world.barrier()  # the checkpoint is on disk before any rank exits (a launcher then ends the rest)
+        raise agreed(TrainingInterrupted(f"interrupted at step {completed}/{config.steps}; checkpoint saved to "
+                                         f"{ckpt_path}, continue with --resume")) from None
+    except Exception as exc:
+        if not world.distributed or not (isinstance(exc, _Terminated) or is_peer_failure(exc)):
+            raise
+        if not is_main:
+            kept = "rank 0 keeps its last checkpoint"
+        else:
+            kept = f"the checkpoint at step {last_saved} is kept" if last_saved else "no checkpoint was saved yet"
+        why = ("received SIGTERM (from its launcher, which ends the run when a process fails, or a scheduler)"
+               if isinstance(exc, _Terminated) else f"lost the other processes ({first_line(exc)})")
+        raise DistributedError(f"{world.describe()} {why} at step {completed + 1}; {kept}, "
+                               "continue with --resume") from None
     finally:
         stop.uninstall()
     checkpoint(config.steps)
@@ -315,12 +369,25 @@ def _clip_spikes(model: torch.nn.Module, ema: float | None, factor: float) -> fl
     return norm
 
 
-class _GracefulStop:
-    """First Ctrl-C: finish the current step, checkpoint, stop. Second: stop at once."""
+class _Terminated(Exception):
+    """SIGTERM under DDP: a launcher (torchrun, SLURM) ends the ranks, usually because one failed."""
 
-    def __init__(self) -> None:
+
+def _raise_terminated(signum, frame) -> None:  # noqa: ANN001
+    raise _Terminated
+
+
+class _GracefulStop:
+    """First Ctrl-C: finish the current step, checkpoint, stop. Second: stop at once.
+
+    With ``terminate`` (DDP), SIGTERM stops at once with a clear error instead of silently.
+    """
+
+    def __init__(self, terminate: bool = False) -> None:
         self.requested = self.hard = False
+        self.terminate = terminate
         self._previous = None
+        self._previous_term = None
 
     def _handler(self, signum, frame) -> None:  # noqa: ANN001
         if self.requested:
@@ -331,20 +398,26 @@ class _GracefulStop:
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
+            if self.terminate:
+                self._previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
 
     def uninstall(self) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+        if self._previous_term is not None:
+            signal.signal(signal.SIGTERM, self._previous_term)
+            self._previous_term = None
 
 
-def _batch_stream(config: TrainConfig, images: LoadedImages, device: torch.device, start: int, workers: int):
-    """Yield the crop groups of steps start, start+1, ... from the device cache or a DataLoader."""
+def _batch_stream(config: TrainConfig, images: LoadedImages, device: torch.device, start: int, workers: int,
+                  part: RankSlice):
+    """Yield this rank's crop groups of steps start, start+1, ... from the device cache or a DataLoader."""
     if device.type == "cuda" and isinstance(images, LoadedImages) and images.nbytes <= DEVICE_CACHE_BYTES:
         torch.backends.cudnn.benchmark = True
-        source = DeviceCropSource(images, config.batch_size, config.crop, config.seed, device)
+        source = DeviceCropSource(images, config.batch_size, config.crop, config.seed, device, part)
         return (source.batch_for(s) for s in range(start, config.steps))
-    dataset = CropBatches(images, config.batch_size, config.crop, config.seed)
+    dataset = CropBatches(images, config.batch_size, config.crop, config.seed, part)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, sampler=range(start, config.steps), num_workers=workers,
         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,

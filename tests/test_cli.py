@@ -143,6 +143,7 @@ BAD_INPUTS = [
     pytest.param(lambda d: ["fit", d, "--noise", "speckle9"], "unknown noise 'speckle9'", id="fit-noise"),
     pytest.param(lambda d: ["fit", d / "empty"], "no PNG, JPEG or TIFF images", id="fit-empty-folder"),
     pytest.param(lambda d: ["models", "show", "nope"], "unknown model 'nope'", id="models-show-unknown"),
+    pytest.param(lambda d: ["models", "show", "[red]x[/]"], "unknown model '[red]x[/]'", id="brackets-kept"),
 ]
 
 

@@ -12,9 +12,11 @@ from PIL import Image
 from n2ncli.data import (
     MIN_SIDE,
     CropBatches,
+    CropGroup,
     CropPlan,
     DeviceCropSource,
     LoadedImages,
+    RankSlice,
     group_crops,
     load_training_images,
     plan_crops,
@@ -172,20 +174,29 @@ def test_group_crops_accepts_loaded_images() -> None:
 # ------------------------------------------------------------------------------------ batches
 
 
+def _crops(groups: list[CropGroup]) -> list[torch.Tensor]:
+    return [g.crops for g in groups]
+
+
+def _by_sample(groups: list[CropGroup]) -> dict[int, torch.Tensor]:
+    """Each crop of a step under its index in the global batch."""
+    return {int(i): c for g in groups for i, c in zip(g.samples, g.crops)}
+
+
 def test_crop_batches_item_k_is_the_same_for_two_instances() -> None:
     loaded = _loaded(_rgb(64, 80, seed=7), _rgb(40, 36, seed=8))
     one, two = CropBatches(loaded, 4, 32, seed=5), CropBatches(loaded, 4, 32, seed=5)
     for step in (0, 1, 17, 10**9):
         a, b = one[step], two[step]
         assert len(a) == len(b)
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
-    first, other = one[3], one[4]
+        assert all(torch.equal(x.crops, y.crops) and torch.equal(x.samples, y.samples) for x, y in zip(a, b))
+    first, other = _crops(one[3]), _crops(one[4])
     assert not all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(first, other))
 
 
 def test_crop_batches_are_float32_in_unit_range_with_the_batch_size() -> None:
     loaded = _loaded(_rgb(64, 80, seed=9, dtype=np.uint16), _rgb(32, 36, seed=10, dtype=np.uint16))
-    groups = CropBatches(loaded, 6, 32, seed=1)[0]
+    groups = _crops(CropBatches(loaded, 6, 32, seed=1)[0])
     assert sum(g.shape[0] for g in groups) == 6
     for g in groups:
         assert g.dtype == torch.float32 and g.shape[1:] == (3, 32, 32)
@@ -195,7 +206,7 @@ def test_crop_batches_are_float32_in_unit_range_with_the_batch_size() -> None:
 
 def test_crop_batches_values_are_the_planned_crops_scaled() -> None:
     loaded = _loaded(_rgb(50, 48, seed=11))
-    groups = CropBatches(loaded, 3, 32, seed=2)[5]
+    groups = _crops(CropBatches(loaded, 3, 32, seed=2)[5])
     plan = plan_crops(np.array([[50, 48]]), 3, 32, step_generator(2, 5))
     expected = group_crops(loaded, plan)
     assert len(groups) == len(expected)
@@ -210,8 +221,8 @@ def test_device_crop_source_cuts_the_same_crops_as_crop_batches(dtype: type) -> 
     host = CropBatches(loaded, 5, 32, seed=3)
     device = DeviceCropSource(loaded, 5, 32, seed=3, device=torch.device("cpu"))
     for step in (0, 1, 2):
-        a = sorted(host[step], key=lambda t: tuple(t.shape))
-        b = sorted(device.batch_for(step), key=lambda t: tuple(t.shape))
+        a = sorted(_crops(host[step]), key=lambda t: tuple(t.shape))
+        b = sorted(_crops(device.batch_for(step)), key=lambda t: tuple(t.shape))
         assert [t.shape for t in a] == [t.shape for t in b]
         for x, y in zip(a, b):
             assert torch.allclose(x, y, atol=1e-6)
@@ -229,5 +240,44 @@ def test_streamed_images_give_the_same_crops_as_in_memory(shared_data: Path) -> 
     assert streamed.shapes == held.shapes
     a, b = CropBatches(held, 4, 64, seed=3), CropBatches(streamed, 4, 64, seed=3)
     for step in (0, 7):
-        for x, y in zip(a[step], b[step]):
+        for x, y in zip(_crops(a[step]), _crops(b[step])):
             assert torch.equal(x, y)
+
+
+# ------------------------------------------------------------------------------------ ranks
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_rank_slices_together_are_the_one_process_batch(ranks: int) -> None:
+    """N processes cutting their slices of a 6-crop batch cut exactly the crops of one process."""
+    loaded = _loaded(_rgb(64, 80, seed=15), _rgb(20, 36, seed=16), _rgb(48, 48, seed=17))
+    whole = CropBatches(loaded, 6, 32, seed=4)
+    parts = [CropBatches(loaded, 6, 32, seed=4, part=RankSlice(r, ranks)) for r in range(ranks)]
+    for step in (0, 5, 9):
+        expected = _by_sample(whole[step])
+        assert sorted(expected) == list(range(6))
+        got: dict[int, torch.Tensor] = {}
+        for r, part in enumerate(parts):
+            mine = _by_sample(part[step])
+            assert sorted(mine) == list(range(r * 6 // ranks, (r + 1) * 6 // ranks))
+            got.update(mine)
+        assert all(torch.equal(got[i], expected[i]) for i in range(6))
+
+
+def test_device_crop_source_cuts_the_rank_slice_too() -> None:
+    loaded = _loaded(_rgb(64, 80, seed=18), _rgb(20, 36, seed=19))
+    host = CropBatches(loaded, 4, 32, seed=6, part=RankSlice(1, 2))
+    device = DeviceCropSource(loaded, 4, 32, seed=6, device=torch.device("cpu"), part=RankSlice(1, 2))
+    a, b = _by_sample(host[3]), _by_sample(device.batch_for(3))
+    assert sorted(a) == sorted(b) == [2, 3]
+    assert all(torch.allclose(a[i], b[i], atol=1e-6) for i in a)
+
+
+def test_sharded_ranks_plan_their_own_crops() -> None:
+    """With sharded files each rank draws its share of the batch from its own images."""
+    shard = _loaded(_rgb(64, 80, seed=20))
+    one, two = (CropBatches(shard, 4, 32, seed=1, part=RankSlice(r, 2, sharded=True)) for r in (0, 1))
+    a, b = _by_sample(one[2]), _by_sample(two[2])
+    assert sorted(a) == [0, 1] and sorted(b) == [2, 3]
+    assert not torch.equal(a[0], b[2])  # not the same draw on both ranks
+    assert all(torch.equal(x, y) for x, y in zip(_crops(one[2]), _crops(one[2])))

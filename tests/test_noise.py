@@ -153,3 +153,30 @@ def test_poisson_noise_is_not_clipped_above_one() -> None:
     spec = parse_noise("poisson:5")
     assert float(spec.apply(bright, generator=_gen(10)).max()) > 1.0
     assert spec.apply_numpy(bright[0].permute(1, 2, 0).numpy(), np.random.default_rng(4)).max() > 1.0
+
+
+@pytest.mark.parametrize("name", ["gaussian5-50", "poisson5-50"])
+def test_one_generator_per_image_makes_each_image_depend_on_its_own(name: str) -> None:
+    """Per-image generators: an image gets the same noise alone or in any batch (DDP slices a batch)."""
+    spec = parse_noise(name)
+    clean = torch.rand(3, 3, 16, 16, generator=_gen(11))
+    batch = spec.apply(clean, generator=[_gen(20), _gen(21), _gen(22)])
+    for i in range(3):
+        assert torch.equal(batch[i:i + 1], spec.apply(clean[i:i + 1], generator=[_gen(20 + i)]))
+    with pytest.raises(ValueError, match="2 generators for 3 images"):
+        spec.apply(clean, generator=[_gen(1), _gen(2)])
+
+
+def test_poisson_gaussian_parses_round_trips_and_has_the_camera_variance() -> None:
+    spec = parse_noise("poisson-gaussian:0.002,4e-6")
+    assert (spec.kind, spec.lo, spec.read) == ("poisson-gaussian", 0.002, 4e-6)
+    assert parse_noise(spec.name) == spec
+    x = torch.full((1, 4, 256, 256), 0.25)
+    y = spec.apply(x, torch.Generator().manual_seed(0))
+    assert abs(float(y.mean()) - 0.25) < 1e-3
+    assert float(y.var()) == pytest.approx(0.002 * 0.25 + 4e-6, rel=0.03)
+    z = spec.apply_numpy(np.full((128, 128, 4), 0.25, np.float32), np.random.default_rng(0))
+    assert float(z.var()) == pytest.approx(0.002 * 0.25 + 4e-6, rel=0.05)
+    for bad in ("poisson-gaussian:0,1e-5", "poisson-gaussian:0.01,-1", "poisson-gaussian:x,y"):
+        with pytest.raises(ConfigError):
+            parse_noise(bad)

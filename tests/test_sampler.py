@@ -155,3 +155,17 @@ def test_gather_cells_takes_the_indexed_pixel() -> None:
 def test_unknown_sampler_is_refused() -> None:
     with pytest.raises(ValueError, match="diagonal"):
         draw_pair_indices(1, 4, 4, mode="diagonal")
+
+
+@pytest.mark.parametrize("mode", ["random", "fixed"])
+def test_one_generator_per_image_draws_each_image_on_its_own(mode: str) -> None:
+    def gens(*seeds: int) -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    first, second = draw_pair_indices(3, 8, 12, mode=mode, generator=gens(5, 6, 7))
+    assert first.shape == second.shape == (3, 1, 4, 6)
+    for i, seed in enumerate((5, 6, 7)):
+        alone = draw_pair_indices(1, 8, 12, mode=mode, generator=gens(seed))
+        assert torch.equal(first[i:i + 1], alone[0]) and torch.equal(second[i:i + 1], alone[1])
+    with pytest.raises(ValueError, match="1 generators for 3 images"):
+        draw_pair_indices(3, 8, 12, mode=mode, generator=gens(1))

@@ -103,6 +103,19 @@ def test_requesting_cuda_falls_back_to_cpu_with_a_note(exported: Path) -> None:
     assert any(CUDA in note for note in predictor.notes)
 
 
+def test_gpu_providers_are_pinned_to_the_asked_gpu(exported: Path) -> None:
+    from n2ncli.backends.onnx import TENSORRT, with_device
+    from n2ncli.backends.select import gpu_index
+
+    assert with_device([TENSORRT, CUDA, CPU], 2) == [(TENSORRT, {"device_id": "2"}), (CUDA, {"device_id": "2"}), CPU]
+    assert [gpu_index(d) for d in ("cuda:3", "cuda", "cpu", "auto")] == [3, 0, 0, 0]
+    with pytest.raises(ConfigError, match="cuda:N"):
+        gpu_index("cuda:x")
+    # the real CPU build takes the pinned provider list and starts on the CPU
+    predictor = OnnxPredictor(exported, 3, providers=[CUDA], threads=1, device_id=1)
+    assert predictor.provider == CPU and predictor.device_id == 1
+
+
 def test_choose_providers_keeps_order_and_ends_with_cpu() -> None:
     available = ["TensorrtExecutionProvider", CUDA, CPU]
     assert choose_providers(None, available) == (available, [])

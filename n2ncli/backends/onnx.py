@@ -79,6 +79,11 @@ def _translate(exc: Exception, what: str) -> N2nError:
     return N2nError(f"{what}: ONNX Runtime failed ({name}: {text})")
 
 
+def with_device(providers: Sequence[str], device_id: int) -> list[str | tuple[str, dict[str, str]]]:
+    """Providers as InferenceSession takes them, the GPU ones pinned to GPU ``device_id``."""
+    return [(p, {"device_id": str(device_id)}) if p in (CUDA, TENSORRT) else p for p in providers]
+
+
 def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) -> tuple[list[str], list[str]]:
     """The providers to ask for, in order, and notes on requested ones this build lacks.
 
@@ -102,11 +107,12 @@ class OnnxPredictor:
     ``providers``: ORT provider names in order of preference (default TensorRT > CUDA > CPU,
     those present). The provider the session really got is ``self.provider``; when it is not
     the first one asked for, ``self.notes`` says so (the CLI prints notes with --verbose).
-    ``threads``: intra-op threads on CPU (default: physical cores).
+    ``threads``: intra-op threads on CPU (default: physical cores). ``device_id``: which GPU the
+    CUDA and TensorRT providers run on (``--device cuda:N``).
     """
 
     def __init__(self, onnx_path: str | os.PathLike[str], channels: int, providers: Sequence[str] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, device_id: int = 0) -> None:
         ort = import_ort()
         self.path = Path(onnx_path)
         self.channels = channels
@@ -115,6 +121,9 @@ class OnnxPredictor:
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
         asked, self.notes = choose_providers(providers, ort.get_available_providers())
+        if device_id < 0:
+            raise ConfigError(f"GPU index must be >= 0, got {device_id}")
+        self.device_id = device_id
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or physical_cores()
@@ -125,7 +134,8 @@ class OnnxPredictor:
         options.enable_cpu_mem_arena = False
         options.log_severity_level = 3  # provider load failures become our note, not stderr noise
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=asked)
+            self.session = ort.InferenceSession(str(self.path), sess_options=options,
+                                                providers=with_device(asked, device_id))
         except Exception as exc:  # noqa: BLE001 - ORT raises its own classes, translated here
             if asked == [CPU]:
                 raise _translate(exc, str(self.path)) from exc

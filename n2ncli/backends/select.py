@@ -33,7 +33,7 @@ def _ort_available() -> bool:
     return True
 
 
-def _onnx(record: ModelRecord, gpu: bool, notes: list[str]) -> Predictor:
+def _onnx(record: ModelRecord, gpu: bool, notes: list[str], device_id: int = 0) -> Predictor:
     """An OnnxPredictor; on GPUs fp16 (as the torch backend), falling back to an fp32 CPU session."""
     from n2ncli.backends.onnx import CPU, CUDA, TENSORRT, OnnxPredictor
     from n2ncli.export import cached_onnx
@@ -44,7 +44,8 @@ def _onnx(record: ModelRecord, gpu: bool, notes: list[str]) -> Predictor:
         have = ", ".join(import_ort().get_available_providers())
         notes.append(f"ONNX Runtime: no GPU provider in this build (have: {have}; pip install onnxruntime-gpu); using CPU")
     elif gpu:
-        predictor = OnnxPredictor(cached_onnx(record, fp16=True), record.in_channels, providers=[TENSORRT, CUDA])
+        predictor = OnnxPredictor(cached_onnx(record, fp16=True), record.in_channels, providers=[TENSORRT, CUDA],
+                                  device_id=device_id)
         notes.extend(predictor.notes)
         if predictor.provider != CPU:
             return predictor
@@ -90,10 +91,8 @@ def make_predictor(record: ModelRecord, backend: str = "auto", device: str = "au
         import_ort()  # a clear "pip install onnxruntime" before any export work
         if device == "mps":
             notes.append("ONNX Runtime has no MPS provider here; running on CPU")
-        if ":" in device and device.split(":")[1] not in ("", "0"):
-            notes.append(f"ONNX Runtime backend uses the first GPU; {device} ignored")
         gpu = device.startswith("cuda") or (device == "auto" and _gpu_provider_listed())
-        return _onnx(record, gpu, notes)
+        return _onnx(record, gpu, notes, gpu_index(device))
     # auto: resolve the device as torch sees it, then prefer ONNX Runtime where it pays off
     from n2ncli.device import resolve_device
 
@@ -108,7 +107,8 @@ def make_predictor(record: ModelRecord, backend: str = "auto", device: str = "au
         from n2ncli.backends.onnx import CPU, CUDA, TENSORRT, OnnxPredictor
         from n2ncli.export import cached_onnx
 
-        predictor = OnnxPredictor(cached_onnx(record, fp16=True), record.in_channels, providers=[TENSORRT, CUDA])
+        predictor = OnnxPredictor(cached_onnx(record, fp16=True), record.in_channels, providers=[TENSORRT, CUDA],
+                                  device_id=dev.index or 0)
         notes.extend(predictor.notes)
         if predictor.provider != CPU:
             notes.append(f"backend auto: ONNX Runtime on {predictor.provider}")
@@ -119,11 +119,23 @@ def make_predictor(record: ModelRecord, backend: str = "auto", device: str = "au
     return _torch(record, str(dev))
 
 
+def gpu_index(device: str) -> int:
+    """N of ``cuda:N`` (0 for ``cuda`` or any other device); ConfigError for a malformed index."""
+    head, _, index = device.partition(":")
+    if not index:
+        return 0
+    if head != "cuda" or not index.isdigit():
+        raise ConfigError(f"bad device {device!r}: use cuda:N with N a GPU number")
+    return int(index)
+
+
 def describe(predictor: Predictor) -> str:
     """One line naming the backend and where it runs, for the CLI's status line."""
     provider = getattr(predictor, "provider", None)
     if provider is not None:
-        return f"onnxruntime {provider.replace('ExecutionProvider', '')}"
+        name = provider.replace("ExecutionProvider", "")
+        index = getattr(predictor, "device_id", 0)
+        return f"onnxruntime {name}" + (f":{index}" if name != "CPU" and index else "")
     device = getattr(predictor, "device", None)
     if device is None:
         return type(predictor).__name__

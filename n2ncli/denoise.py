@@ -21,7 +21,7 @@ from n2ncli.bayer import pack, unpack
 from n2ncli.device import free_ram
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError, IncompatibleModelError, N2nError
 from n2ncli.io.image import IMAGE_EXTENSIONS, ImageData, list_images, read_image, write_image
-from n2ncli.io.raw import RAW_EXTENSIONS, RawData, is_raw, read_raw, render
+from n2ncli.io.raw import RAW_EXTENSIONS, RawData, is_raw, read_raw, render, rendered_exif
 from n2ncli.tiling import Tile, TileAccumulator, tile_grid
 
 OUTPUT_TAG = ".n2n"  # default outputs are <stem>.n2n.<ext>; folder runs skip such files
@@ -366,7 +366,8 @@ def _write(job: Job, data: ImageData | RawData, out: np.ndarray, raw_output: Raw
             return
         rgb = render(data.source, out, linear=raw_output.linear)
         depth = 8 if job.target.suffix.lower() in (".jpg", ".jpeg") else 16
-        write_image(job.target, rgb.astype(np.float32) / np.float32(65535), bit_depth=depth)
+        write_image(job.target, rgb.astype(np.float32) / np.float32(65535), bit_depth=depth,
+                    exif=rendered_exif(data.source))
         return
     write_image(job.target, np.clip(out, 0.0, 1.0), bit_depth=output_bit_depth(data.bit_depth, job.target),
                 exif=data.exif, icc_profile=data.icc_profile)

@@ -135,3 +135,17 @@ def test_mixed_folders_use_one_predictor_per_kind(tmp_path: Path, kdc: Path, sha
     run_jobs(plan_jobs([folder], tmp_path / "out"), {"raw": raw_net, "srgb": rgb_net})
     assert raw_net.calls and rgb_net.calls
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.n2n.dng", "b.n2n.png"]
+
+
+def test_developed_images_carry_the_cameras_exif(kdc: Path, tmp_path: Path) -> None:
+    """Make, model, date and exposure from the raw (the KDC keeps them in IFD0 and Exif; LibRaw
+    supplies the ISO), so photo managers still know the shot."""
+    run_job(Job(kdc, tmp_path / "out.jpg"), Identity())
+    from PIL import Image
+
+    with Image.open(tmp_path / "out.jpg") as im:
+        exif = im.getexif()
+        shot = exif.get_ifd(0x8769)
+    assert exif[271] == "Eastman Kodak Company" and exif[306] == "1997:04:23 08:00:47"
+    assert float(shot[33434]) == pytest.approx(1 / 230, rel=1e-3) and shot[34855] == 84
+    assert float(shot[33437]) == pytest.approx(6.2)

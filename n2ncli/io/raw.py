@@ -11,6 +11,7 @@ returning the input exactly. Values above 1 (past the white level) are kept too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,3 +213,70 @@ def encode_for_training(values: np.ndarray) -> np.ndarray:
 def read_training_raw(path: str | os.PathLike[str]) -> np.ndarray:
     """``read_packed`` encoded by ``encode_for_training``: the reader `n2n fit` uses for raws."""
     return encode_for_training(read_packed(path))
+
+
+#: Tags a developed image keeps from its raw: IFD0 text, and the Exif shot description.
+_IFD0_TEXT = {271: "Make", 272: "Model", 306: "DateTime", 315: "Artist", 33432: "Copyright"}
+_EXIF_TAGS = {33434: "ExposureTime", 33437: "FNumber", 34855: "ISOSpeedRatings", 36867: "DateTimeOriginal",
+              36868: "DateTimeDigitized", 37380: "ExposureBiasValue", 37386: "FocalLength",
+              41989: "FocalLengthIn35mmFilm", 42033: "BodySerialNumber", 42034: "LensSpecification",
+              42035: "LensMake", 42036: "LensModel"}
+_EXIF_IFD = 0x8769
+
+
+def rendered_exif(source: str | os.PathLike[str]) -> bytes | None:
+    """EXIF for an image developed from ``source``: camera, date, exposure and lens.
+
+    Taken from the raw's own TIFF tags where it is TIFF-based (DNG, CR2, NEF, ARW, KDC, ...),
+    else from LibRaw's shot information. Orientation is left out: the development is upright.
+    Returns Pillow's ``b"Exif\\0\\0..."`` form, or None when nothing is known.
+    """
+    from PIL import Image
+    from PIL.TiffImagePlugin import IFDRational
+
+    from n2ncli.io.dng import TagType, TiffFormatError, read_tiff_ifds
+
+    exif = Image.Exif()
+    shot = exif.get_ifd(_EXIF_IFD)
+
+    def value(tag):  # noqa: ANN001, ANN202 - a dng.Tag -> what Pillow writes back in kind
+        if tag.type == TagType.ASCII:
+            return tag.text() or None
+        if tag.type in (TagType.RATIONAL, TagType.SRATIONAL):
+            parts = [IFDRational(n, d) for n, d in tag.value if d]
+            return (parts[0] if len(parts) == 1 else tuple(parts)) if parts else None
+        if tag.type in (TagType.SHORT, TagType.LONG):
+            return tag.value[0] if len(tag.value) == 1 else tuple(tag.value)
+        return None
+
+    try:
+        ifds = read_tiff_ifds(source, codes=set(_IFD0_TEXT) | set(_EXIF_TAGS) | {_EXIF_IFD}).ifds
+    except (TiffFormatError, OSError, ValueError):
+        ifds = []
+    if ifds:
+        ifd0 = ifds[0]
+        for code in _IFD0_TEXT:
+            if code in ifd0 and (v := value(ifd0.tags[code])) is not None:
+                exif[code] = v
+        pointer = ifd0.tags.get(_EXIF_IFD)
+        inner = pointer.value[0] if pointer is not None and pointer.is_pointer else None
+        for code in _EXIF_TAGS:
+            for holder in (inner, ifd0):  # TIFF-EP raws (e.g. KDC) keep shot tags in IFD0
+                if holder is not None and code in holder and (v := value(holder.tags[code])) is not None:
+                    shot[code] = v
+                    break
+    for code in [c for c, v in shot.items() if isinstance(v, (int, float, IFDRational)) and not float(v)]:
+        del shot[code]  # zeros mean "unknown" (some writers fill every field)
+    with contextlib.suppress(ImageReadError):  # what the tags lack, from LibRaw (CR3, RAF, ...)
+        with _open(Path(source), unpack=False) as raw:
+            other = raw.other
+        known = {33434: other.shutter_speed, 33437: other.aperture, 37386: other.focal_length}
+        for code, number in known.items():
+            if code not in shot and number > 0:
+                shot[code] = IFDRational(float(number))
+        if 34855 not in shot and other.iso_speed > 0:
+            shot[34855] = int(other.iso_speed)
+    if not exif and not shot:
+        return None
+    data = exif.tobytes()
+    return data if data.startswith(b"Exif") else b"Exif\x00\x00" + data

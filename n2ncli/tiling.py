@@ -79,11 +79,34 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[in
     return [(i * units // intervals) * align for i in range(intervals + 1)]
 
 
-def tile_grid(height: int, width: int, tile: int, overlap: int, align: int = 1) -> list[Tile]:
-    """Row-major tiles covering an HxW image, each clamped to it (see :func:`tile_starts`)."""
-    ys = tile_starts(height, tile, overlap, align)
-    xs = tile_starts(width, tile, overlap, align)
-    return [Tile(y, min(y + tile, height), x, min(x + tile, width)) for y in ys for x in xs]
+def balanced_tile(length: int, tile: int, overlap: int, align: int = 1, minimum: int = 0) -> int:
+    """The smallest aligned tile size that covers ``length`` with as few tiles as ``tile`` does.
+
+    Tiles of the largest size memory allows overlap far more than needed when the image is not
+    a whole number of tiles (3000 px in tiles of 2048: two tiles sharing 1096 px); the same two
+    tiles of 1536 cover it with the asked overlap, and every pixel the network computes twice is
+    wasted time. Never larger than ``tile``, nor smaller than ``minimum`` (or ``tile`` if less).
+    """
+    count = len(tile_starts(length, tile, overlap, align))
+    size = -(-(length + (count - 1) * overlap) // count)  # the count tiles just cover length
+    size = min(tile, max(-(-size // align) * align, -(-minimum // align) * align))
+    while size < tile and len(tile_starts(length, size, overlap, align)) > count:
+        size += align  # alignment of the starts can need a little more
+    return size
+
+
+def tile_grid(height: int, width: int, tile: int, overlap: int, align: int = 1, *,
+              balance: int | None = None) -> list[Tile]:
+    """Row-major tiles covering an HxW image, each clamped to it (see :func:`tile_starts`).
+
+    ``balance``: shrink the tile per axis to :func:`balanced_tile`, but not below this size
+    (rectangular tiles, as few as before, less overlap); None keeps square ``tile`` tiles.
+    """
+    th = tile if balance is None else balanced_tile(height, tile, overlap, align, balance)
+    tw = tile if balance is None else balanced_tile(width, tile, overlap, align, balance)
+    ys = tile_starts(height, th, overlap, align)
+    xs = tile_starts(width, tw, overlap, align)
+    return [Tile(y, min(y + th, height), x, min(x + tw, width)) for y in ys for x in xs]
 
 
 def _ramp(n: int, overlap: int, fade_start: bool, fade_end: bool) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from n2ncli.errors import ConfigError
-from n2ncli.tiling import Tile, TileAccumulator, blend_window, tile_grid, tile_starts
+from n2ncli.tiling import Tile, TileAccumulator, balanced_tile, blend_window, tile_grid, tile_starts
 
 # (length, tile, overlap, align): odd lengths, length == tile, tile + 1, tiny images, raw alignment.
 AXIS_CASES = [
@@ -206,3 +206,27 @@ def test_uncovered_pixels_are_reported() -> None:
     acc.add(Tile(0, 2, 0, 4), np.zeros((2, 4, 1)))
     with pytest.raises(RuntimeError, match="no tile"):
         acc.result()
+
+
+@pytest.mark.parametrize("length", [1, 31, 100, 511, 512, 513, 768, 1000, 2000, 3000, 4000, 6016])
+@pytest.mark.parametrize(("tile", "overlap", "align"), [(2048, 32, 32), (1024, 32, 32), (512, 16, 2), (256, 32, 32)])
+def test_balanced_tile_keeps_the_count_and_cuts_the_overlap(length: int, tile: int, overlap: int, align: int) -> None:
+    size = balanced_tile(length, tile, overlap, align, minimum=256)
+    assert size % align == 0 and size <= tile and size >= min(tile, 256)
+    before, after = tile_starts(length, tile, overlap, align), tile_starts(length, size, overlap, align)
+    assert len(after) == len(before)
+    assert after[-1] + size >= length  # still covers the axis
+    assert all(b - a <= size - overlap for a, b in zip(after, after[1:]))  # and keeps the overlap
+    covered_before = len(before) * min(tile, length)
+    assert len(after) * min(size, length) <= covered_before
+
+
+def test_balanced_grid_of_a_24_megapixel_raw_computes_a_quarter_less() -> None:
+    """The packed 3000x2000 grid of a 6000x4000 raw at tile 2048: two 1536-wide tiles instead of
+    two 2048-wide ones sharing 1096 px."""
+    square = tile_grid(2000, 3000, 2048, 32, align=32)
+    balanced = tile_grid(2000, 3000, 2048, 32, align=32, balance=256)
+    assert len(square) == len(balanced) == 2
+    area = lambda tiles: sum((t.height + 128) * (t.width + 128) for t in tiles)  # noqa: E731 - with context
+    assert [(t.height, t.width) for t in balanced] == [(2000, 1536), (2000, 1528)]  # the last one clamped
+    assert area(balanced) / area(square) < 0.78

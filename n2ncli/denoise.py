@@ -145,10 +145,10 @@ def _denoise_array(image: np.ndarray, predictor: Predictor, options: TileOptions
     return acc.result()
 
 
-#: Peak memory per input pixel (tile plus context) of one U-Net call, float32. Measured as the
-#: peak RSS growth of one 640x640 call (a 512 tile with 64 px context) on CPU: 1345 B/px with
-#: PyTorch, 1462 B/px with ONNX Runtime (about 96 channels x 4 bytes x 3.5 live maps); rounded
-#: up for headroom.
+#: Peak memory per input pixel (tile plus context) of one U-Net call, float32, for backends that
+#: do not say (``predictor.bytes_per_pixel``). Measured as the peak RSS growth of one 640x640 call
+#: (a 512 tile with 64 px context) on CPU: 1345 B/px with PyTorch (about 96 channels x 4 bytes x
+#: 3.5 live maps); rounded up for headroom. ONNX Runtime's arena needs more (backends/onnx.py).
 BYTES_PER_PIXEL = 1536
 #: Share of the free memory the tiles may use (the image, its output and other programs need the rest).
 MEMORY_FRACTION = 0.25
@@ -184,7 +184,8 @@ def free_memory(predictor: Predictor) -> int:
 
 def choose_tile(predictor: Predictor, batch: int = 1, context: int = 64) -> int:
     """``auto_tile`` for the memory free where ``predictor`` runs now."""
-    return auto_tile(free_memory(predictor), BYTES_PER_PIXEL, batch, context)
+    per_pixel = getattr(predictor, "bytes_per_pixel", BYTES_PER_PIXEL)
+    return auto_tile(free_memory(predictor), per_pixel, batch, context)
 
 
 def mirror_index(index: np.ndarray, n: int) -> np.ndarray:

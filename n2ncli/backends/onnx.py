@@ -124,14 +124,15 @@ class OnnxPredictor:
         if device_id < 0:
             raise ConfigError(f"GPU index must be >= 0, got {device_id}")
         self.device_id = device_id
+        #: Peak bytes per input pixel of one call, for choosing tiles: the CPU arena (kept on: it is
+        #: 11-14 % faster than plain malloc at 512-1024 px tiles) grows in powers of two and keeps
+        #: what it took, 2.1-2.6 KB/px at 1024-1792 px (docs/benchmarks.md).
+        self.bytes_per_pixel = 2816
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or physical_cores()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # The CPU arena grows in powers of two and keeps what it took: a 1792-px tile peaked at
-        # 8.2 GB with it and 3.4 GB without, at about the same speed (docs/benchmarks.md).
-        options.enable_cpu_mem_arena = False
         options.log_severity_level = 3  # provider load failures become our note, not stderr noise
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options,

@@ -70,7 +70,7 @@ def denoise(
     """Denoise images and raws with a trained model, in tiles; images keep bit depth, EXIF and ICC
     profile, raws become a DNG of the denoised mosaic or a 16-bit render."""
     from n2ncli.backends.select import BACKENDS, describe, make_predictor
-    from n2ncli.denoise import RawOutput, TileOptions, choose_tile, plan_jobs, refused_raws, run_jobs
+    from n2ncli.denoise import RawOutput, TileOptions, choose_tile, expand_inputs, plan_jobs, refused_raws, run_jobs
     from n2ncli.errors import ConfigError, IncompatibleModelError
     from n2ncli.store import default_model, find_model
 
@@ -86,12 +86,15 @@ def denoise(
         console.print("nothing to do: every output exists already (--skip-existing)", highlight=False)
         return
     refused = refused_raws(jobs)
-    if refused and len(jobs) == 1:
+    if refused and len(inputs) == 1 and inputs[0].is_file():  # the one file asked for: its error
         raise refused[0][1]
     skipped = [str(exc) for _, exc in refused]  # a folder run goes on without them, listing them
     for line in skipped:
         _warn(f"skipped {line}")
     jobs = [job for job in jobs if all(job is not r for r, _ in refused)]
+    if not jobs and skip_existing and len(expand_inputs(inputs)) > len(refused):
+        console.print("nothing left to do: the other outputs exist already (--skip-existing)", highlight=False)
+        return
     if not jobs:
         raise ConfigError(f"none of the {len(skipped)} file(s) can be denoised (see the warnings above)")
     kinds = sorted({job.kind for job in jobs})

@@ -103,3 +103,24 @@ def test_a_folder_run_skips_refused_raws_with_a_warning_list(n2n: Callable[..., 
     text = " ".join(run.err.split())
     assert "skipped" in text and "b.dng: X-Trans sensor" in text and "c.dng: not a mosaic" in text
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.n2n.dng"]
+
+
+def test_skip_existing_with_only_a_refused_raw_left_succeeds_with_its_warning(
+        n2n: Callable[..., Run], tmp_path: Path, shared_data: Path, one_thread: None) -> None:
+    """A folder run again with --skip-existing, the only file left being one n2n refuses: the same
+    warning as the first run and 'nothing left to do', exit 0 - not that file's error."""
+    import synthetic_raw
+    from n2ncli.fit import FitRequest, fit
+
+    fit(FitRequest(inputs=(shared_data / "raw" / "RAW_KODAK_DC50.KDC",), name="tiny-raw", steps=1, crop=32))
+    folder = tmp_path / "card"
+    folder.mkdir()
+    synthetic_raw.bayer_dng(folder / "a.dng", "RGGB", 64, 96)
+    synthetic_raw.xtrans_dng(folder / "b.dng")
+    assert n2n("denoise", folder, "-o", tmp_path / "out").code == 0
+    again = n2n("denoise", folder, "-o", tmp_path / "out", "--skip-existing")
+    assert again.code == 0, again.err
+    text = " ".join(again.err.split())
+    assert "b.dng: X-Trans" in text and "nothing left to do" in text
+    only_bad = n2n("denoise", folder / "b.dng", "-o", tmp_path / "b.tif")  # named alone: its own error
+    assert only_bad.code == 1 and "X-Trans sensor" in error_line(only_bad)

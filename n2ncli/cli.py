@@ -54,9 +54,9 @@ def _warn(message: str) -> None:
 def denoise(
     inputs: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF), raw files (DNG, CR2, NEF, ARW, ...) or folders.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder. Default: beside each input as <stem>.n2n.<ext> (.dng for raws).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: the shipped blind sRGB model for images; for raws your newest raw model, else the shipped one.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: the shipped blind sRGB model for images; for raws your newest raw model (n2n fit a folder of raws first).")] = None,
     backend: Annotated[str, typer.Option(help="auto (ONNX Runtime on CPU when installed, else PyTorch), torch or onnx.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (the backend's choice), or fp32, bf16, fp16 on PyTorch; bf16 is faster on CPUs with AVX-512 bf16 for ~0.02 dB.")] = "auto",
     tile: Annotated[str, typer.Option(help="Tile size in pixels (multiple of 32; 0 = whole image), or auto: from free memory (RAM, or VRAM on a GPU).")] = "auto",
     overlap: Annotated[int, typer.Option(help="Pixels blended between neighbouring tiles.")] = 32,

@@ -143,14 +143,20 @@ def list_models() -> list[ModelRecord]:
 
 
 def find_model(spec: str) -> ModelRecord:
-    """A model by store name, or by path to a model folder / its ``model.json`` / its weights."""
+    """A model by store name, or by path to a model folder / its ``model.json`` / its weights.
+
+    A name in the store wins over a same-named folder that is not a model (``n2n fit shots/``
+    names its model ``shots``, and the folder of photos is still there).
+    """
     path = Path(spec).expanduser()
-    if path.exists():
-        folder = path if path.is_dir() else path.parent
+    folder = path if path.is_dir() else path.parent
+    if path.exists() and (folder / META_FILE).is_file():
         return read_record(folder)
     for record in list_models():
         if record.name == spec:
             return record
+    if path.exists():
+        return read_record(folder)  # says what is wrong with it as a model folder
     known = ", ".join(r.name for r in list_models()) or "none"
     raise ModelNotFoundError(f"unknown model {spec!r} (available: {known})")
 

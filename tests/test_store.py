@@ -288,3 +288,17 @@ def test_record_json_round_trip_keeps_extra_keys() -> None:
     assert again.extra.get("n2ncli_version")
     assert again.to_json() == json.loads((record.folder / META_FILE).read_text())
     assert hashlib.sha256(record.weights_path.read_bytes()).hexdigest() == again.sha256
+
+
+def test_a_store_name_wins_over_a_same_named_folder_of_photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              shared_data: Path, one_thread: None) -> None:
+    """`n2n fit shots/` names its model `shots`; `-m shots` run beside that folder means the model."""
+    from n2ncli.fit import FitRequest, fit
+
+    fit(FitRequest(inputs=(shared_data / "raw" / "RAW_KODAK_DC50.KDC",), name="shots", steps=1, crop=32))
+    (tmp_path / "shots").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert find_model("shots").kind == "raw"
+    (tmp_path / "holiday").mkdir()  # a folder that is neither a model nor a model's name
+    with pytest.raises(ModelNotFoundError, match="no model.json"):
+        find_model("holiday")

@@ -244,6 +244,25 @@ def test_streamed_images_give_the_same_crops_as_in_memory(shared_data: Path) -> 
             assert torch.equal(x, y)
 
 
+def test_raw_crops_keep_values_below_black_in_memory_and_streamed(shared_data: Path) -> None:
+    """Packed raws stored as uint16 with a floor decode to the normalised values (negatives
+    included), whether held in memory or streamed from the files by workers."""
+    from n2ncli.data import StreamedImages
+    from n2ncli.io.raw import TRAIN_FLOOR, read_packed, read_training_raw
+
+    paths = [shared_data / "raw" / "colorchart.dng", shared_data / "raw" / "RAW_KODAK_DC50.KDC"]
+    held = load_training_images(paths, read_training_raw, 4, floor=TRAIN_FLOOR)
+    streamed = load_training_images(paths, read_training_raw, 4, memory_budget=1_000_000, floor=TRAIN_FLOOR)
+    assert isinstance(held, LoadedImages) and isinstance(streamed, StreamedImages)
+    a, b = CropBatches(held, 4, 64, seed=2), CropBatches(streamed, 4, 64, seed=2)
+    for x, y in zip(_crops(a[0]), _crops(b[0])):
+        assert torch.allclose(x, y, atol=1e-6)
+    chart = read_packed(paths[0])
+    whole = held.arrays[0].astype(np.float32) * np.float32(held.scale) - np.float32(held.floor)
+    assert np.abs(whole.transpose(1, 2, 0) - chart[: whole.shape[1], : whole.shape[2]]).max() < 2e-5
+    assert whole.min() < 0  # the chart's darkest photosites sit below black
+
+
 # ------------------------------------------------------------------------------------ ranks
 
 

@@ -24,6 +24,7 @@ import imagecodecs
 import numpy as np
 import tifffile
 from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
 
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError
 from n2ncli.fsutil import atomic_path
@@ -41,6 +42,11 @@ _TIFF_ICC_TAG = 34675
 # Descriptive IFD0 tags a TIFF can carry directly (tifffile cannot write an EXIF sub-IFD).
 # Make, Model, Software, DateTime, Artist, Copyright.
 _TIFF_TEXT_TAGS = (271, 272, 305, 306, 315, 33432)
+#: Exif tags stored as (S)RATIONAL, which tifffile hands over as flat (numerator, denominator) tuples:
+#: exposure time, f-number, shutter/aperture/brightness/bias/max aperture values, subject distance,
+#: focal length, lens specification.
+_EXIF_RATIONALS = frozenset({33434, 33437, 37377, 37378, 37379, 37380, 37381, 37382, 37386, 42034})
+_SUB_IFD_TAGS = (0x8769, 0x8825)  # Exif, GPS: appended after tifffile's output (_append_sub_ifd)
 _MAXVAL = {8: 255, 16: 65535}
 
 
@@ -283,6 +289,10 @@ def _tiff_exif(page: tifffile.TiffPage, notes: list[str]) -> bytes | None:
                 fields[code] = value
             elif isinstance(value, int) and not isinstance(value, bool):
                 fields[code] = int(value)
+            elif code in _EXIF_RATIONALS and isinstance(value, tuple) and value and len(value) % 2 == 0:
+                parts = [IFDRational(n, d) for n, d in zip(value[0::2], value[1::2]) if d]
+                if len(parts) == len(value) // 2:
+                    fields[code] = parts[0] if len(parts) == 1 else tuple(parts)
         if fields:
             exif[_EXIF_IFD_TAG] = fields
     if not len(exif):
@@ -497,15 +507,23 @@ def _encode_tiff(
     pixels: np.ndarray, exif: bytes | None, icc: bytes | None, _quality: int
 ) -> bytes:
     extratags = []
+    sub_ifds: dict[int, dict] = {}
     if exif:
         parsed = Image.Exif()
         with _pywarnings.catch_warnings():
             _pywarnings.simplefilter("ignore")
             parsed.load(_with_exif_header(exif))
+            for code in _SUB_IFD_TAGS:
+                with contextlib.suppress(Exception):  # a damaged sub-IFD is left out, not fatal
+                    if entries := dict(parsed.get_ifd(code)):
+                        sub_ifds[code] = entries
         for code in _TIFF_TEXT_TAGS:
             value = parsed.get(code)
             if isinstance(value, str) and value.isascii():
                 extratags.append((code, "s", 0, value, True))
+        # tifffile refuses to write pointer tags: a placeholder one code below each (same sorted
+        # place in IFD0) is renamed and pointed at the sub-IFD appended below
+        extratags += [(code - 1, "I", 1, 0, True) for code in sub_ifds]
     grey = pixels.shape[2] == 1
     buffer = io.BytesIO()
     tifffile.imwrite(
@@ -520,7 +538,36 @@ def _encode_tiff(
         datetime=None,
         metadata=None,
     )
-    return buffer.getvalue()
+    data = bytearray(buffer.getvalue())
+    for code, entries in sub_ifds.items():
+        _append_sub_ifd(data, code, entries)
+    return bytes(data)
+
+
+def _append_sub_ifd(data: bytearray, code: int, entries: dict) -> None:
+    """Append ``entries`` as an IFD at the end of the little-endian TIFF in ``data``, and turn
+    IFD0's placeholder entry ``code - 1`` (a LONG 0 from tifffile) into ``code`` pointing at it.
+
+    tifffile cannot write nested IFDs; Pillow serialises one for a given file offset.
+    """
+    from PIL.TiffImagePlugin import ImageFileDirectory_v2
+
+    (ifd0,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, ifd0)
+    for i in range(count):
+        entry = ifd0 + 2 + 12 * i
+        if struct.unpack_from("<H", data, entry)[0] == code - 1:
+            break
+    else:
+        return
+    if len(data) % 2:
+        data.append(0)
+    ifd = ImageFileDirectory_v2(ifh=b"II\x2a\x00\x08\x00\x00\x00")
+    for tag, value in entries.items():
+        ifd[tag] = value
+    start = len(data)
+    data += ifd.tobytes(start)
+    struct.pack_into("<HHII", data, entry, code, 4, 1, start)  # LONG, count 1
 
 
 # ------------------------------------------------------------------------------------- listing

@@ -149,6 +149,31 @@ def test_lossless_formats_keep_icc_and_exif(
         assert im.getexif()[MAKE] == "TestCam"
 
 
+@pytest.mark.parametrize("bits", [8, 16])
+def test_tiff_keeps_the_exif_and_gps_sub_ifds(tmp_path: Path, kodak: np.ndarray, kodak16: np.ndarray,
+                                              bits: int) -> None:
+    """Exposure, ISO, lens and GPS survive into a TIFF (tifffile alone cannot write the sub-IFDs),
+    and read back, pixels untouched."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    exif = Image.Exif()
+    exif[MAKE] = "TestCam"
+    exif[EXIF_IFD] = {DATETIME_ORIGINAL: "2021:06:01 12:34:56", 33434: IFDRational(1, 250),
+                      33437: IFDRational(28, 10), 34855: 800, 42036: "TestLens 35mm"}
+    exif[0x8825] = {1: "N", 2: (IFDRational(48), IFDRational(51), IFDRational(0))}
+    pixels = kodak if bits == 8 else kodak16
+    out = write_image(tmp_path / "a.tif", pixels, exif=exif.tobytes())
+    data = read_image(out)
+    assert np.array_equal(data.pixels, pixels)
+    shot = _parse(data.exif).get_ifd(EXIF_IFD)
+    assert shot[DATETIME_ORIGINAL] == "2021:06:01 12:34:56" and shot[34855] == 800
+    assert float(shot[33434]) == pytest.approx(1 / 250) and float(shot[33437]) == pytest.approx(2.8)
+    with tifffile.TiffFile(out) as tif:
+        tags = tif.pages[0].tags
+        assert tags[34665].value["LensModel"] == "TestLens 35mm"
+        assert tags[34853].value["GPSLatitudeRef"] == "N"
+
+
 def test_png_keeps_exif_sub_ifd(tmp_path: Path, kodak: np.ndarray) -> None:
     data = read_image(write_image(tmp_path / "a.png", kodak, exif=_exif()))
     assert _parse(data.exif).get_ifd(EXIF_IFD)[DATETIME_ORIGINAL] == "2021:06:01 12:34:56"

@@ -447,11 +447,12 @@ def models_list() -> None:
     from n2ncli.store import list_models
 
     table = Table()
-    for col in ("name", "kind", "noise", "channels", "source", "Kodak σ=25 PSNR", "created"):
-        table.add_column(col, no_wrap=col in ("name", "noise"), overflow="fold")
+    for col in ("name", "kind", "noise", "ch", "source", "σ25 dB", "created"):
+        table.add_column(col, no_wrap=col in ("name", "kind", "noise", "ch", "created"), overflow="fold")
     for r in list_models():
         k25 = r.metrics.get("kodak/gaussian25", {}).get("psnr") if isinstance(r.metrics.get("kodak/gaussian25"), dict) else None
-        table.add_row(r.name, r.kind, r.noise, str(r.in_channels), "shipped" if r.shipped else "yours",
+        noise = "real" if r.noise.startswith("real") else r.noise  # fitted on noisy photos as they are
+        table.add_row(r.name, r.kind, noise, str(r.in_channels), "shipped" if r.shipped else "yours",
                       f"{k25:.2f}" if k25 else "", r.created[:10])
     out.print(table)
 

@@ -66,6 +66,7 @@ def denoise(
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (never the inputs).")] = False,
     skip_existing: Annotated[bool, typer.Option(help="Skip inputs whose output exists (continue an interrupted folder run).")] = False,
     self_ensemble: Annotated[bool, typer.Option("--self-ensemble", help="Average the 8 flips/rotations (8x slower, usually a little cleaner).")] = False,
+    compile_: Annotated[bool, typer.Option("--compile", help="PyTorch backend through torch.compile: each tile shape compiles once (tens of seconds), worth it for long runs on a GPU.")] = False,
 ) -> None:
     """Denoise images and raws with a trained model, in tiles; images keep bit depth, EXIF and ICC
     profile, raws become a DNG of the denoised mosaic or a 16-bit render."""
@@ -109,7 +110,8 @@ def denoise(
     else:
         records = {k: default_model(k) for k in kinds}
     notes: list[str] = []
-    predictors = {k: make_predictor(r, backend, device, notes, precision=precision) for k, r in records.items()}
+    predictors = {k: make_predictor(r, backend, device, notes, precision=precision, compile=compile_)
+                  for k, r in records.items()}
     first = next(iter(predictors.values()))
     if auto:
         options = TileOptions(tile=choose_tile(first, batch, options.context), overlap=overlap, batch=batch)

@@ -228,3 +228,20 @@ def test_precision_bf16_takes_pytorch_and_onnx_refuses_it(record) -> None:
         make_predictor(record, "onnx", "cpu", [], precision="bf16")
     with pytest.raises(ConfigError, match="unknown precision"):
         make_predictor(record, "torch", "cpu", [], precision="int4")
+
+
+def test_compile_takes_pytorch_and_gives_the_eager_result(record, kodak_crop: Callable) -> None:  # noqa: ANN001
+    """--compile runs the network through torch.compile (here its aot_eager backend: the same
+    dynamo tracing and graph capture without minutes of C++ code generation on CI)."""
+    from n2ncli.backends.select import describe, make_predictor
+
+    with pytest.raises(ConfigError, match="needs the torch backend"):
+        make_predictor(record, "onnx", "cpu", compile=True)
+    notes: list[str] = []
+    auto = make_predictor(record, "auto", "cpu", notes, compile=True)
+    assert isinstance(auto, TorchPredictor) and "torch.compile" in describe(auto)
+    assert any("--compile" in n for n in notes)
+    x = (kodak_crop(100, 100, 64, 96).astype(np.float32) / 255)[None]
+    eager = TorchPredictor(build_model(record), "cpu")
+    compiled = TorchPredictor(build_model(record), "cpu", compile="aot_eager")
+    assert np.abs(compiled.predict(x) - eager.predict(x)).max() < 1e-5

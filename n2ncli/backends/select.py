@@ -17,12 +17,12 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def _torch(record: ModelRecord, device: str, precision: str = "auto") -> Predictor:
+def _torch(record: ModelRecord, device: str, precision: str = "auto", compile: bool = False) -> Predictor:  # noqa: A002
     from n2ncli.backends.torch import TorchPredictor
     from n2ncli.device import resolve_device
     from n2ncli.store import build_model
 
-    return TorchPredictor(build_model(record), resolve_device(device), precision=precision)
+    return TorchPredictor(build_model(record), resolve_device(device), precision=precision, compile=compile)
 
 
 def _ort_available() -> bool:
@@ -63,11 +63,12 @@ def _gpu_provider_listed() -> bool:
 
 
 def make_predictor(record: ModelRecord, backend: str = "auto", device: str = "auto",
-                   verbose_notes: list[str] | None = None, precision: str = "auto") -> Predictor:
+                   verbose_notes: list[str] | None = None, precision: str = "auto",
+                   compile: bool = False) -> Predictor:  # noqa: A002 - torch's word
     """The predictor for ``record`` on ``backend`` ('auto', 'torch', 'onnx') and ``device``.
 
-    ``precision`` other than 'auto' (fp32, bf16, fp16) is PyTorch autocast: backend auto then
-    takes PyTorch, and the onnx backend refuses it. Why a choice was made or fell back is
+    ``precision`` other than 'auto' (fp32, bf16, fp16) is PyTorch autocast, and ``compile`` is
+    torch.compile: backend auto then takes PyTorch, and the onnx backend refuses them. Why a choice was made or fell back is
     appended to ``verbose_notes`` (shown with --verbose).
     """
     notes = verbose_notes if verbose_notes is not None else []
@@ -83,8 +84,13 @@ def make_predictor(record: ModelRecord, backend: str = "auto", device: str = "au
     if precision != "auto" and backend == "auto":
         notes.append(f"backend auto: PyTorch, for --precision {precision}")
         backend = "torch"
+    if compile and backend == "onnx":
+        raise ConfigError("--compile is torch.compile: it needs the torch backend (or auto)")
+    if compile and backend == "auto":
+        notes.append("backend auto: PyTorch, for --compile")
+        backend = "torch"
     if backend == "torch":
-        return _torch(record, device, precision)
+        return _torch(record, device, precision, compile)
     if backend == "onnx":
         from n2ncli.backends.onnx import import_ort
 
@@ -140,4 +146,5 @@ def describe(predictor: Predictor) -> str:
     if device is None:
         return type(predictor).__name__
     precision = getattr(predictor, "precision", "fp32")
-    return f"torch {device}" + ("" if precision == "fp32" else f" {precision}")
+    compiled = ", torch.compile" if getattr(predictor, "compiled", False) else ""
+    return f"torch {device}" + ("" if precision == "fp32" else f" {precision}") + compiled

@@ -69,9 +69,3 @@ def unpack(packed: np.ndarray, layout: PackLayout) -> np.ndarray:
     full[1::2, 0::2], full[1::2, 1::2] = packed[..., 2], packed[..., 3]
     return full[layout.top:layout.top + layout.height, layout.left:layout.left + layout.width]
 
-
-def pattern_at(pattern: str, row: int, col: int) -> str:
-    """The 2x2 pattern as seen from a cell starting at (row, col) of a mosaic with ``pattern``."""
-    cell = [pattern[0:2], pattern[2:4]]
-    r, c = row % 2, col % 2
-    return "".join(cell[(r + i) % 2][(c + j) % 2] for i in (0, 1) for j in (0, 1))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -22,14 +21,11 @@ def n2n_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:
-    """Run torch on one thread: on a busy 2-core machine two threads spin against each other
-    and a tiny U-Net step gets ~10x slower. The previous setting is restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    """Run torch on one thread for the test (see torch_threads.single_thread)."""
+    from torch_threads import single_thread
+
+    with single_thread():
         yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

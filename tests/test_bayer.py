@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from n2ncli.bayer import BAYER_PATTERNS, layout_for, pack, pattern_at, unpack
+from n2ncli.bayer import BAYER_PATTERNS, layout_for, pack, unpack
 from n2ncli.errors import ConfigError
 
 
@@ -53,13 +53,6 @@ def test_layout_shifts_by_the_red_pixels_position(pattern: str, top: int, left: 
     assert (layout.top, layout.left) == (top, left)
     assert (layout.top + layout.height + layout.bottom) % 2 == 0
     assert (layout.left + layout.width + layout.right) % 2 == 0
-
-
-def test_pattern_at_reads_the_cell_from_another_corner() -> None:
-    assert pattern_at("RGGB", 0, 1) == "GRBG"
-    assert pattern_at("RGGB", 1, 0) == "GBRG"
-    assert pattern_at("RGGB", 1, 1) == "BGGR"
-    assert pattern_at("GRBG", 3, 5) == "GBRG"
 
 
 def test_refuses_what_is_not_a_bayer_pattern() -> None:

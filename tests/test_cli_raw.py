@@ -21,6 +21,14 @@ def _visible(path: Path) -> np.ndarray:
         return raw.raw_image_visible.astype(np.float64)
 
 
+@pytest.fixture
+def tiny_raw_model(kdc: Path, one_thread: None) -> str:
+    """A 1-step raw model in the test's store: the default for raws, quality beside the point."""
+    from n2ncli.fit import FitRequest, fit
+
+    return fit(FitRequest(inputs=(kdc,), name="tiny-raw", steps=1, crop=32)).record.name
+
+
 @pytest.fixture(scope="module")
 def noisy_copies(chart: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three DNG copies of the chart with synthetic camera noise (different draws)."""
@@ -88,11 +96,9 @@ def test_each_refused_kind_exits_1_with_the_file_and_reason(n2n: Callable[..., R
 
 
 def test_a_folder_run_skips_refused_raws_with_a_warning_list(n2n: Callable[..., Run], tmp_path: Path,
-                                                             shared_data: Path, one_thread: None) -> None:
+                                                             tiny_raw_model: str) -> None:
     import synthetic_raw
-    from n2ncli.fit import FitRequest, fit
 
-    fit(FitRequest(inputs=(shared_data / "raw" / "RAW_KODAK_DC50.KDC",), name="tiny-raw", steps=1, crop=32))
     folder = tmp_path / "card"
     folder.mkdir()
     synthetic_raw.bayer_dng(folder / "a.dng", "GBRG", 64, 96)
@@ -106,13 +112,11 @@ def test_a_folder_run_skips_refused_raws_with_a_warning_list(n2n: Callable[..., 
 
 
 def test_skip_existing_with_only_a_refused_raw_left_succeeds_with_its_warning(
-        n2n: Callable[..., Run], tmp_path: Path, shared_data: Path, one_thread: None) -> None:
+        n2n: Callable[..., Run], tmp_path: Path, tiny_raw_model: str) -> None:
     """A folder run again with --skip-existing, the only file left being one n2n refuses: the same
     warning as the first run and 'nothing left to do', exit 0 - not that file's error."""
     import synthetic_raw
-    from n2ncli.fit import FitRequest, fit
 
-    fit(FitRequest(inputs=(shared_data / "raw" / "RAW_KODAK_DC50.KDC",), name="tiny-raw", steps=1, crop=32))
     folder = tmp_path / "card"
     folder.mkdir()
     synthetic_raw.bayer_dng(folder / "a.dng", "RGGB", 64, 96)

@@ -11,8 +11,9 @@ import imagecodecs
 import numpy as np
 import pytest
 import tifffile
-import torch
 from PIL import Image, ImageCms
+
+import torch_threads
 
 from n2ncli.backends.torch import TorchPredictor
 from n2ncli.denoise import ALIGN, Job, TileOptions, denoise_array, mirror_index, plan_jobs, run_job
@@ -40,10 +41,8 @@ class Counting:
 @pytest.fixture(scope="module")
 def single_thread() -> Iterator[None]:
     """One torch thread for module-scoped model runs (two threads thrash on a busy 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads.single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch._dynamo  # noqa: F401 - Adam imports it lazily (~1.5 s once): pay it here, not in one test
+from torch_threads import single_thread
 
 from n2ncli.data import LoadedImages, load_training_images
 from n2ncli.errors import CheckpointError, ConfigError, N2nError
@@ -41,17 +41,6 @@ LEARN_CONFIG = TrainConfig(steps=12, batch_size=2, crop=32, lr=2e-3, noise="gaus
                            checkpoint_every=1000)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    """For module-scoped fixtures, which run before the function-scoped ``one_thread``."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _images(crops: list[np.ndarray]) -> LoadedImages:
@@ -88,14 +77,14 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def learning_run(kodak_images: LoadedImages, tmp_path_factory: pytest.TempPathFactory) -> Run:
-    with _single_thread():
+    with single_thread():  # module-scoped fixtures run before one_thread
         return _run(LEARN_CONFIG, kodak_images, tmp_path_factory.mktemp("learn"))
 
 
 @pytest.fixture(scope="module")
 def reference_run(kodak_images: LoadedImages, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """RESUME_CONFIG trained without interruption."""
-    with _single_thread():
+    with single_thread():  # module-scoped fixtures run before one_thread
         return _run(RESUME_CONFIG, kodak_images, tmp_path_factory.mktemp("reference"))
 
 

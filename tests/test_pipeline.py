@@ -253,3 +253,19 @@ def test_bf16_on_cpu_stays_close_to_fp32(kodak_crop: Callable[..., np.ndarray], 
     fp32 = TorchPredictor(build_model(record), "cpu", precision="fp32").predict(image)
     bf16 = TorchPredictor(build_model(record), "cpu", precision="bf16").predict(image)
     assert np.abs(bf16 - fp32).mean() < 1 / 255
+
+
+def test_bf16_runs_the_output_head_in_fp32(kodak_crop: Callable[..., np.ndarray], one_thread: None) -> None:
+    """The 1x1 head in fp32 cuts bf16's error where it shows most, at low noise (sigma 5)."""
+    record = read_record(SHIPPED_DIR / DEFAULT_MODELS["srgb"], shipped=True)
+    crop = kodak_crop(0, 0, 96, 128) / 255.0
+    image = (crop + np.random.default_rng(3).normal(0, 5 / 255, crop.shape)).astype(np.float32)[None]
+    fp32 = TorchPredictor(build_model(record), "cpu", precision="fp32").predict(image)
+    bf16 = TorchPredictor(build_model(record), "cpu", precision="bf16")
+    assert bf16.model.head_fp32
+    with_head = bf16.predict(image)
+    bf16.model.head_fp32 = False
+    all_bf16 = bf16.predict(image)
+    rms = lambda a: float(np.sqrt(np.mean((a - fp32) ** 2)))  # noqa: E731
+    # measured: 5.8e-4 against 1.07e-3 (on all Kodak at sigma 5: -0.015 dB against -0.094 dB)
+    assert rms(with_head) < 0.7 * rms(all_bf16)

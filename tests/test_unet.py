@@ -124,3 +124,16 @@ def test_default_init_is_torch_default_not_the_scaled_one() -> None:
 def test_unknown_init_is_refused() -> None:
     with pytest.raises(ValueError, match="xavier"):
         UNet(3, init="xavier")
+
+
+def test_inference_without_grad_equals_the_graded_forward_and_keeps_the_input() -> None:
+    """Activations run in place when no gradient is recorded; results and the input are untouched."""
+    torch.manual_seed(0)
+    net = UNet().eval()
+    x = torch.rand(1, 3, 70, 90)
+    kept = x.clone()
+    graded = net(x)
+    with torch.inference_mode():
+        fast = net(x)
+    assert torch.equal(fast, graded.detach())
+    assert torch.equal(x, kept)

@@ -19,15 +19,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_of, cpu_name  # noqa: E402
+from _common import best_of, cpu_name, training_rate  # noqa: E402
 from n2ncli.backends.select import make_predictor  # noqa: E402
 from n2ncli.backends.torch import TorchPredictor  # noqa: E402
-from n2ncli.data import LoadedImages  # noqa: E402
 from n2ncli.denoise import Job, TileOptions, run_job  # noqa: E402
 from n2ncli.io.image import write_image  # noqa: E402
 from n2ncli.nets.unet import gflop_per_megapixel  # noqa: E402
 from n2ncli.store import build_model, default_model  # noqa: E402
-from n2ncli.train import TrainConfig, train  # noqa: E402
 
 
 
@@ -72,16 +70,8 @@ def main() -> None:
                          "context, write)", f"{mp / t:.3f} MP/s", f"{t:.1f} s"))
             print(rows[-1], flush=True)
 
-    arrays = tuple(np.random.default_rng(i).integers(0, 255, (3, 320, 480), dtype=np.uint8) for i in range(8))
-    images = LoadedImages(arrays, tuple(Path(f"{i}") for i in range(8)), (), 255.0)
     for crop in (128, 256):
-        steps = 6 if args.quick else 12
-        cfg = TrainConfig(steps=steps, batch_size=4, crop=crop, noise="gaussian25", checkpoint_every=10**6)
-        marks: list[float] = []
-        with tempfile.TemporaryDirectory() as tmp:
-            train(cfg, images, device=torch.device("cpu"), run_dir=Path(tmp),
-                  on_progress=lambda p: marks.append(time.perf_counter()) if p.event == "step" else None)
-        rate = (len(marks) - 2) / (marks[-1] - marks[1])
+        rate = training_rate(crop, steps=6 if args.quick else 12)
         rows.append((f"training, batch 4, crop {crop}", f"{rate:.2f} steps/s", f"{rate * 4:.1f} crops/s"))
         print(rows[-1], flush=True)
     print("\n| measurement | rate | note |\n| --- | --- | --- |")

@@ -14,8 +14,9 @@ class TorchPredictor:
 
     ``precision='auto'`` is fp32 on CPU and fp16 on CUDA (its 10-bit mantissa keeps the error
     under 16-bit output's step). ``'bf16'`` runs the 1x1 output head in fp32 (bf16 there cost
-    0.09 dB at sigma 5); on a CPU with AVX-512 bf16 it is 1.3-1.8x faster than fp32 for
-    0.01-0.02 dB on Kodak (docs/benchmarks.md); opt-in, as CPUs without bf16 units gain little.
+    up to 0.095 dB at sigma 5); on a CPU with AVX-512 bf16 it is 1.3-1.45x ONNX Runtime fp32
+    for at most 0.015 dB on Kodak (docs/benchmarks.md); opt-in, as CPUs without bf16 units
+    gain little.
     ``compile`` runs the network through ``torch.compile`` (measured on a 2-core CPU: 38 s to
     compile a 256-px tile, then ~6 % faster; GPU gains unmeasured).
     """

@@ -20,19 +20,8 @@ from n2ncli.denoise import Job, RawOutput, TileOptions, denoise_raw, expand_inpu
 from n2ncli.errors import ConfigError, ImageWriteError, IncompatibleModelError
 from n2ncli.io.image import read_image
 from n2ncli.io.raw import read_raw, render
+from identity import Identity
 from n2ncli.nets.unet import UNet
-
-
-class Identity:
-    """A 'network' that returns its input: what survives it is what the pipeline keeps."""
-
-    def __init__(self, channels: int = 4) -> None:
-        self.channels = channels
-        self.calls: list[tuple[int, ...]] = []
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        self.calls.append(batch.shape)
-        return batch.copy()
 
 
 def _raw_image(path: Path) -> np.ndarray:
@@ -43,7 +32,7 @@ def _raw_image(path: Path) -> np.ndarray:
 @pytest.mark.parametrize("name", ["colorchart.dng", "RAW_KODAK_DC50.KDC"])
 def test_identity_model_returns_the_input_mosaic_in_dn(shared_data: Path, name: str) -> None:
     raw = read_raw(shared_data / "raw" / name)
-    out = denoise_raw(raw, Identity(), TileOptions(tile=128, overlap=16))
+    out = denoise_raw(raw, Identity(4), TileOptions(tile=128, overlap=16))
     assert out.dtype == np.uint16 and np.array_equal(out, raw.mosaic)
 
 
@@ -51,7 +40,7 @@ def test_identity_model_returns_the_input_mosaic_in_dn(shared_data: Path, name: 
 def test_identity_dng_holds_the_input_mosaic_within_one_dn(shared_data: Path, tmp_path: Path, name: str) -> None:
     source = shared_data / "raw" / name
     target = tmp_path / "out.dng"
-    run_job(Job(source, target), Identity(), TileOptions(tile=0), raw_output=RawOutput(record={"model": "identity"}))
+    run_job(Job(source, target), Identity(4), TileOptions(tile=0), raw_output=RawOutput(record={"model": "identity"}))
     ours, theirs = _raw_image(target), _raw_image(source)
     assert ours.shape == theirs.shape
     assert np.abs(ours.astype(np.int64) - theirs).max() <= 1
@@ -61,7 +50,7 @@ def test_identity_dng_holds_the_input_mosaic_within_one_dn(shared_data: Path, tm
 
 def test_identity_tiff_equals_libraws_own_render_of_the_input(chart: Path, tmp_path: Path) -> None:
     target = tmp_path / "out.tif"
-    run_job(Job(chart, target), Identity(), TileOptions(tile=256, overlap=32))
+    run_job(Job(chart, target), Identity(4), TileOptions(tile=256, overlap=32))
     ours = read_image(target)
     assert ours.bit_depth == 16
     assert np.array_equal(ours.pixels, render(chart, read_raw(chart).mosaic))
@@ -69,9 +58,9 @@ def test_identity_tiff_equals_libraws_own_render_of_the_input(chart: Path, tmp_p
 
 def test_linear_tiff_and_8_bit_jpeg(kdc: Path, tmp_path: Path) -> None:
     mosaic = read_raw(kdc).mosaic
-    run_job(Job(kdc, tmp_path / "lin.tif"), Identity(), raw_output=RawOutput(linear=True))
+    run_job(Job(kdc, tmp_path / "lin.tif"), Identity(4), raw_output=RawOutput(linear=True))
     assert np.array_equal(read_image(tmp_path / "lin.tif").pixels, render(kdc, mosaic, linear=True))
-    run_job(Job(kdc, tmp_path / "out.jpg"), Identity())
+    run_job(Job(kdc, tmp_path / "out.jpg"), Identity(4))
     jpeg = read_image(tmp_path / "out.jpg")
     assert jpeg.bit_depth == 8 and jpeg.pixels.shape == (512, 768, 3)
     reference = (render(kdc, mosaic).astype(np.float64) / 257).round()
@@ -82,9 +71,9 @@ def test_tiles_fall_between_bayer_cells(chart: Path) -> None:
     """Tiles are cut on the packed grid: a tile of T packed pixels covers 2T mosaic pixels, and a
     real network gives the same result tiled as whole (up to the float noise of blending)."""
     raw = read_raw(chart)
-    identity = Identity()
+    identity = Identity(4)
     denoise_raw(raw, identity, TileOptions(tile=128, overlap=16, context=64))
-    assert {shape[-1] for shape in identity.calls} == {4}
+    assert {shape[-1] for shape in identity.shapes} == {4}
     torch.manual_seed(0)
     net = TorchPredictor(UNet(4), "cpu")
     small = type(raw)(raw.source, raw.mosaic, raw.top + 300, raw.left + 400, 300, 420, raw.pattern, raw.black, raw.white)
@@ -95,7 +84,7 @@ def test_tiles_fall_between_bayer_cells(chart: Path) -> None:
 
 def test_an_srgb_model_refuses_raw_input(chart: Path) -> None:
     with pytest.raises(IncompatibleModelError, match="raw files need a raw model"):
-        denoise_raw(read_raw(chart), Identity(channels=3))
+        denoise_raw(read_raw(chart), Identity(3))
 
 
 def test_raw_outputs_default_to_dng_and_images_cannot_become_dng(tmp_path: Path, chart: Path, kdc: Path,
@@ -117,7 +106,7 @@ def test_folder_runs_skip_our_own_dngs_even_renamed_and_can_skip_existing(tmp_pa
     folder = tmp_path / "shots"
     folder.mkdir()
     shutil.copy(kdc, folder / "a.kdc")
-    run_jobs(plan_jobs([folder], None), Identity(), raw_output=RawOutput(record={"model": "identity"}))
+    run_jobs(plan_jobs([folder], None), Identity(4), raw_output=RawOutput(record={"model": "identity"}))
     (folder / "a.n2n.dng").rename(folder / "renamed.dng")
     assert expand_inputs([folder]) == [folder / "a.kdc"]  # renamed output still recognised by its record
     shutil.copy(folder / "renamed.dng", folder / "a.n2n.dng")
@@ -133,14 +122,14 @@ def test_mixed_folders_use_one_predictor_per_kind(tmp_path: Path, kdc: Path, sha
     shutil.copy(shared_data / "kodak24" / "kodim02.png", folder / "b.png")
     raw_net, rgb_net = Identity(4), Identity(3)
     run_jobs(plan_jobs([folder], tmp_path / "out"), {"raw": raw_net, "srgb": rgb_net})
-    assert raw_net.calls and rgb_net.calls
+    assert raw_net.shapes and rgb_net.shapes
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.n2n.dng", "b.n2n.png"]
 
 
 def test_developed_images_carry_the_cameras_exif(kdc: Path, tmp_path: Path) -> None:
     """Make, model, date and exposure from the raw (the KDC keeps them in IFD0 and Exif; LibRaw
     supplies the ISO), so photo managers still know the shot."""
-    run_job(Job(kdc, tmp_path / "out.jpg"), Identity())
+    run_job(Job(kdc, tmp_path / "out.jpg"), Identity(4))
     from PIL import Image
 
     with Image.open(tmp_path / "out.jpg") as im:

@@ -9,19 +9,8 @@ import numpy as np
 import pytest
 
 from n2ncli.evaluate import evaluate
+from identity import Identity
 from n2ncli.noise import parse_noise
-
-
-class Identity:
-    """A backend whose 'denoised' output is its input; records the batch shapes it was given."""
-
-    def __init__(self, channels: int = 3) -> None:
-        self.channels = channels
-        self.shapes: list[tuple[int, ...]] = []
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        self.shapes.append(batch.shape)
-        return batch.copy()
 
 
 def _psnr(clean_u8: np.ndarray, est: np.ndarray) -> float:

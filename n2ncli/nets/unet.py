@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -14,9 +15,6 @@ from torch import nn
 
 DEPTH_MULTIPLE = 32  # five 2x poolings
 _SLOPE = 0.2
-#: The three 1x1 convs that turn features into pixels: 6 % of the FLOPs but, in bf16, most of
-#: its error, because their output is the image itself (docs/benchmarks.md).
-OUTPUT_HEAD = ("nin_a", "nin_b", "nin_c")
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = DEPTH_MULTIPLE) -> tuple[torch.Tensor, int, int]:
@@ -40,8 +38,9 @@ class UNet(nn.Module):
     """Neighbor2Neighbor's U-Net: ``in_channels`` -> ``out_channels``, any spatial size.
 
     Input NxCxHxW float (sRGB in [0,1], or packed raw mosaics); the input is padded internally
-    to a multiple of 32 and the output cropped back, so callers never pad. Set ``head_fp32``
-    to run :data:`OUTPUT_HEAD` in float32 inside an autocast region (bf16 inference).
+    to a multiple of 32 and the output cropped back, so callers never pad. ``head_fp32`` runs
+    the three 1x1 output convs in float32 inside an autocast region: 6 % of the FLOPs, but in
+    bf16 most of its error, since their output is the image itself (docs/benchmarks.md).
     """
 
     head_fp32: bool = False
@@ -118,12 +117,9 @@ class UNet(nn.Module):
         d = act(self.dec_conv2b(act(self.dec_conv2a(d))))
         d = torch.cat([self.up1(d), x], dim=1)
         d = act(self.dec_conv1b(act(self.dec_conv1a(d))))
-        if self.head_fp32 and torch.is_autocast_enabled(d.device.type):
-            with torch.autocast(d.device.type, enabled=False):
-                d = d.float()
-                d = self.nin_c(act(self.nin_b(act(self.nin_a(d)))))
-        else:
-            d = self.nin_c(act(self.nin_b(act(self.nin_a(d)))))
+        fp32 = self.head_fp32 and torch.is_autocast_enabled(d.device.type)
+        with torch.autocast(d.device.type, enabled=False) if fp32 else contextlib.nullcontext():
+            d = self.nin_c(act(self.nin_b(act(self.nin_a(d.float() if fp32 else d)))))
         return d[..., :h, :w]
 
 

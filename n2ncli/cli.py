@@ -67,14 +67,19 @@ def denoise(
     skip_existing: Annotated[bool, typer.Option(help="Skip inputs whose output exists (continue an interrupted folder run).")] = False,
     self_ensemble: Annotated[bool, typer.Option("--self-ensemble", help="Average the 8 flips/rotations (8x slower, usually a little cleaner).")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="PyTorch backend through torch.compile: each tile shape compiles once (tens of seconds), worth it for long runs on a GPU.")] = False,
+    pd: Annotated[str, typer.Option("--pd", help="Pixel-shuffle stride for sRGB images: auto (2 where the image's noise is correlated between pixels, as in camera JPEGs; else 1), 1, 2 or 3.")] = "auto",
+    adapt: Annotated[int, typer.Option("--adapt", metavar="STEPS", help="First fine-tune the sRGB model on these photos for up to STEPS self-supervised steps (0: off); it is used only if it lowered their self-supervised loss.")] = 0,
+    adapt_minutes: Annotated[float, typer.Option(help="Time limit of --adapt, in minutes.")] = 5.0,
 ) -> None:
     """Denoise images and raws with a trained model, in tiles; images keep bit depth, EXIF and ICC
     profile, raws become a DNG of the denoised mosaic or a 16-bit render."""
     from n2ncli.backends.select import BACKENDS, describe, make_predictor
     from n2ncli.denoise import RawOutput, TileOptions, choose_tile, expand_inputs, plan_jobs, refused_raws, run_jobs
     from n2ncli.errors import ConfigError, IncompatibleModelError
-    from n2ncli.store import default_model, find_model
+    from n2ncli.pd import PdSelector, parse_pd
+    from n2ncli.store import default_model, find_model, trained_stride
 
+    stride = parse_pd(pd)
     if backend.lower() not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
     auto = tile.strip().lower() == "auto"
@@ -111,7 +116,10 @@ def denoise(
         records = {k: default_model(k) for k in kinds}
     notes: list[str] = []
     predictors = {k: make_predictor(r, backend, device, notes, precision=precision, compile=compile_)
-                  for k, r in records.items()}
+                  for k, r in records.items() if not (k == "srgb" and adapt)}
+    if adapt and "srgb" in records:
+        predictors["srgb"] = _adapted_predictor(records["srgb"], [j.source for j in jobs if j.kind == "srgb"],
+                                                adapt, adapt_minutes, device, precision)
     first = next(iter(predictors.values()))
     if auto:
         options = TileOptions(tile=choose_tile(first, batch, options.context), overlap=overlap, batch=batch)
@@ -122,6 +130,9 @@ def denoise(
 
         predictors = {k: SelfEnsemble(p) for k, p in predictors.items()}
         where += ", x8 self-ensemble"
+    if "srgb" in predictors:
+        predictors["srgb"] = PdSelector(predictors["srgb"], stride, trained_stride(records["srgb"]))
+        where += f", pd {pd.lower()}"
     if _state["verbose"]:
         for note in notes:
             console.print(f"[dim]{note}[/]", highlight=False)
@@ -192,6 +203,8 @@ def fit(
     gpus: Annotated[int, typer.Option(help="Train with N processes on this machine, one per GPU (DDP). With --device cpu: N CPU processes (gloo). Under torchrun leave it out.")] = 1,
     lr_scaling: Annotated[str, typer.Option(help="With several processes: none keeps --lr, linear multiplies it by the number of processes.")] = "none",
     sharding: Annotated[str, typer.Option(help="With several processes: replicate (every process decodes every file; the same run as one process), shard (each decodes 1/N of the files) or auto (shard only when the decoded set outgrows memory).")] = "auto",
+    pd: Annotated[str, typer.Option("--pd", help="Pixel-shuffle stride of the training inputs: auto (2 when the photos' noise is correlated between pixels, as in camera JPEGs), 1, 2 or 3.")] = "auto",
+    self_check: Annotated[bool, typer.Option("--self-check/--no-self-check", help="Hold back 1 in 8 images (up to 4, from 5 images on) and report whether the fit lowered their self-supervised loss.")] = True,
 ) -> None:
     """Train a denoiser on your own noisy photos or raws (self-supervised), or on clean ones with --noise."""
     from n2ncli.distributed import env_rank
@@ -206,6 +219,7 @@ def fit(
         lr=lr, gamma_end=reg_weight, gamma_constant=reg_constant, sampler=sampler, seed=seed, device=device,
         workers=workers, resume=resume, val=val, init=init, precision=precision, compile=compile_,
         checkpoint_every=checkpoint_every, overwrite=overwrite, gpus=gpus, lr_scaling=lr_scaling, sharding=sharding,
+        pd=pd, self_check=self_check,
     )
     if env_rank() != 0:  # a torchrun rank other than 0: rank 0 shows the progress and the outcome
         run_fit(request)
@@ -237,8 +251,45 @@ def fit(
     val = f", val PSNR {r.val_psnr:.2f} dB" if r.val_psnr is not None else ""
     console.print(
         f"[green]done:[/] model [bold]{outcome.record.name}[/] from {outcome.images} {'raw file' if outcome.record.kind == 'raw' else 'image'}(s), {r.steps} steps in "
-        f"{r.seconds / 60:.1f} min (init: {outcome.init}), final loss {r.final_loss:.5f}{val} -> {outcome.record.folder}",
+        f"{r.seconds / 60:.1f} min (init: {outcome.init}, pd {outcome.pd}: {outcome.pd_reason}), final loss "
+        f"{r.final_loss:.5f}{val} -> {outcome.record.folder}",
         highlight=False)
+    check = outcome.check
+    if check is not None and check.passed:
+        console.print(f"self-check: held-out loss {check.before:.6f} -> {check.after:.6f} ({check.change:+.1%}) on "
+                      f"{check.images} image(s) the fit did not train on: better than {check.baseline}", highlight=False)
+    elif check is not None:
+        kept = "your previous raw model stays the default" if outcome.record.kind == "raw" else \
+            "keep using the model you used before"
+        _warn(f"this fit made things WORSE: held-out loss {check.before:.6f} -> {check.after:.6f} ({check.change:+.1%}) "
+              f"on {check.images} image(s) it did not train on, against {check.baseline}; {kept} "
+              "(try more images, more steps or --pd 2)")
+
+
+def _adapted_predictor(record, sources: list[Path], steps: int, minutes: float, device: str, precision: str):  # noqa: ANN001, ANN202
+    """denoise --adapt: fine-tune ``record`` on the photos, then a PyTorch predictor of the result."""
+    from n2ncli.adapt import MAX_IMAGES, adapt_to_files
+    from n2ncli.backends.torch import TorchPredictor
+    from n2ncli.device import resolve_device
+    from n2ncli.store import build_model
+
+    dev = resolve_device(device)
+    with _progress(TextColumn("loss {task.fields[loss]:.5f}")) as progress:
+        task = progress.add_task(f"adapting {record.name} to {min(len(sources), MAX_IMAGES)} photo(s)", total=steps,
+                                 loss=math.nan)
+
+        def on_progress(p) -> None:  # noqa: ANN001
+            if p.event == "step":
+                progress.update(task, completed=p.step, loss=p.loss)
+
+        done = adapt_to_files(build_model(record), sources, steps, minutes=minutes, device=dev,
+                              on_progress=on_progress)
+    c = done.check
+    verdict = (f"[green]used[/]: their self-supervised loss {c.before:.6f} -> {c.after:.6f} ({c.change:+.1%})" if done.used
+               else f"[yellow]not used[/]: it raised their self-supervised loss {c.before:.6f} -> {c.after:.6f} "
+                    f"({c.change:+.1%}); denoising with {record.name} as it is")
+    console.print(f"--adapt: {done.steps} step(s) in {done.seconds:.0f} s at pd {done.pd}; {verdict}", highlight=False)
+    return TorchPredictor(done.model, dev, precision)
 
 
 # --------------------------------------------------------------------------- eval

@@ -22,6 +22,7 @@ from n2ncli.device import free_ram
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError, IncompatibleModelError, N2nError
 from n2ncli.io.image import IMAGE_EXTENSIONS, ImageData, list_images, read_image, write_image
 from n2ncli.io.raw import RAW_EXTENSIONS, RawData, is_raw, read_raw, render, rendered_exif
+from n2ncli.pd import PdSelector
 from n2ncli.tiling import Tile, TileAccumulator, tile_grid
 
 OUTPUT_TAG = ".n2n"  # default outputs are <stem>.n2n.<ext>; folder runs skip such files
@@ -211,8 +212,13 @@ def _with_context(image: np.ndarray, t: Tile, margin: int) -> np.ndarray:
 def denoise_image_data(data: ImageData, predictor: Predictor, options: TileOptions = TileOptions(),
                        on_tile: Callable[[int, int], None] | None = None,
                        on_retry: Callable[[TileOptions, BaseException], None] | None = None) -> np.ndarray:
-    """Denoise a decoded image; grey photos run through an RGB model as three equal channels."""
+    """Denoise a decoded image; grey photos run through an RGB model as three equal channels.
+
+    A ``PdSelector`` predictor picks its pixel-shuffle stride for this image first (``--pd``).
+    """
     pixels = data.to_float()
+    if isinstance(predictor, PdSelector):
+        predictor = predictor.for_image(pixels)
     c = pixels.shape[2]
     if c == predictor.channels:
         return denoise_array(pixels, predictor, options, on_tile, on_retry)

@@ -26,6 +26,8 @@ from n2ncli.errors import CheckpointError, ConfigError, DatasetError, ModelNotFo
 from n2ncli.io.image import IMAGE_EXTENSIONS, list_images, read_image
 from n2ncli.io.raw import RAW_EXTENSIONS, TRAIN_FLOOR, is_raw, read_packed, read_training_raw
 from n2ncli.noise import parse_noise
+from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, noise_correlation, parse_pd
+from n2ncli.selfcheck import SelfCheck, held_out_loss, split_held_out
 from n2ncli.store import (ModelRecord, check_name, default_model, find_model, load_state, models_dir,
                           runs_dir, save_model)
 from n2ncli.train import Progress, TrainConfig, TrainResult, ValidationPairs, load_checkpoint, train
@@ -73,6 +75,8 @@ class FitRequest:
     gpus: int = 1  # local processes to start (DDP); under torchrun leave 1, the job gives the processes
     lr_scaling: str = "none"  # linear: lr x number of processes
     sharding: str = "auto"  # with several processes: each decodes its own share of the files?
+    pd: str = "auto"  # pixel-shuffle stride of the training inputs: auto (from the images' noise), 1, 2, 3
+    self_check: bool = True  # hold back a few images and measure the fit on them
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,24 @@ class FitOutcome:
     images: int
     skipped: tuple[str, ...]
     init: str
+    pd: int = 1
+    pd_reason: str = ""
+    check: SelfCheck | None = None
+
+
+def choose_training_stride(request: FitRequest, kind: str, images: LoadedImages | StreamedImages) -> tuple[int, str]:
+    """The PD stride of a fit, and why: the user's, 1 for raws and synthetic noise (independent
+    per pixel), else measured on the photos (median ``noise_correlation`` of up to 8 of them)."""
+    chosen = parse_pd(request.pd)
+    if chosen is not None:
+        return chosen, "--pd"
+    if kind == "raw" or request.noise:
+        return 1, "raw mosaics" if kind == "raw" else "synthetic noise is independent per pixel"
+    picks = np.linspace(0, len(images.paths) - 1, min(8, len(images.paths))).astype(int)
+    values = [noise_correlation(read_image(images.paths[i]).to_float()) for i in sorted(set(picks))]
+    c = float(np.median(values))
+    stride = CORRELATED_STRIDE if c > CORRELATED else 1
+    return stride, f"noise correlation {c:.2f} ({'>' if stride > 1 else '<='} {CORRELATED})"
 
 
 def gather_images(inputs: Sequence[Path], kind: str = "auto") -> tuple[list[Path], str]:
@@ -222,6 +244,7 @@ def _check_request(request: FitRequest) -> None:
     scale_lr(1.0, request.lr_scaling, 1)
     if request.sharding not in SHARDINGS:
         raise ConfigError(f"--sharding must be one of {', '.join(SHARDINGS)}, got {request.sharding!r}")
+    parse_pd(request.pd)
 
 
 def _check_store(request: FitRequest) -> None:
@@ -270,12 +293,20 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
     else:
         lr = scale_lr(WARM_START_LR if init_state is not None else PAPER_LR, request.lr_scaling, world.size)
     gamma_end = request.gamma_end if request.gamma_end is not None else GAMMA_END[kind]
+    if saved:
+        stride, stride_reason = int(saved["config"].get("pd", 1)), "resumed run"
+    else:
+        stride, stride_reason = world.everywhere(lambda: choose_training_stride(request, kind, images))
     config = TrainConfig(
         steps=steps, batch_size=global_batch, crop=request.crop, lr=lr,
         gamma_end=gamma_end, gamma_constant=request.gamma_constant, sampler=request.sampler,
-        noise=request.noise, seed=request.seed, channels=channels, kind=kind,
+        noise=request.noise, seed=request.seed, channels=channels, kind=kind, pd=stride,
         precision=request.precision, compile=request.compile, checkpoint_every=request.checkpoint_every,
     )
+    held: tuple[np.ndarray, ...] = ()
+    if request.self_check and world.size == 1 and isinstance(images, LoadedImages):
+        images, held = split_held_out(images)
+    before = held_out_loss(_init_model(init_state, channels), held, config) if held else None
     validation = world.on_main(
         lambda: load_validation(request.val, request.noise, channels, request.seed, kind),
         share=False) if request.val else None
@@ -304,15 +335,33 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
         "seconds": round(result.seconds, 1), "final_loss": result.final_loss, "noise_added": request.noise,
     }
     metrics = {"val_psnr": round(result.val_psnr, 3)} if result.val_psnr is not None else {}
+    check = None
+    if held and before is not None:
+        check = SelfCheck(len(held), before, held_out_loss(result.model, held, config),
+                          "the warm-start model" if init_state is not None else "the noisy input")
+        training["held_out"] = [str(p) for p in data.images.paths if p not in images.paths]
+    training["pd"] = stride
 
     def store() -> ModelRecord:
+        extra = {"pd": stride, **({"self_check": check.to_json()} if check else {})}
         record = save_model(request.name, result.model, kind=kind, noise=request.noise or "real (as in the images)",
-                            training=training, metrics=metrics, overwrite=True)
+                            training=training, metrics=metrics, overwrite=True, extra=extra)
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the run is finished: its model is in the store
         return record
 
     record = world.on_main(store)
-    return FitOutcome(record, result, data.count, data.skipped, init_name)
+    return FitOutcome(record, result, data.count, data.skipped, init_name, stride, stride_reason, check)
+
+
+def _init_model(state: dict[str, torch.Tensor] | None, channels: int) -> torch.nn.Module | None:
+    """The network a fit starts from (None: from scratch, scored as the identity)."""
+    if state is None:
+        return None
+    from n2ncli.nets.unet import UNet
+
+    model = UNet(channels)
+    model.load_state_dict(state)
+    return model
 
 
 def _global_batch(request: FitRequest, saved: dict[str, Any] | None, processes: int) -> int:

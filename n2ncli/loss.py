@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from n2ncli.errors import ConfigError
+from n2ncli.pd import merge_torch, split_torch
 from n2ncli.sampler import draw_pair_indices, subsample_pair
 
 
@@ -43,17 +44,23 @@ class LossTerms:
 
 
 def n2n_loss(model: nn.Module, noisy: torch.Tensor, gamma: float, *, sampler: str = "random",
-             generator: torch.Generator | Sequence[torch.Generator] | None = None) -> LossTerms:
+             generator: torch.Generator | Sequence[torch.Generator] | None = None,
+             target: torch.Tensor | None = None, full_stride: int = 1) -> LossTerms:
     """L = |f(g1 y) - g2 y|^2 + gamma |f(g1 y) - g2 y - (g1 f(y) - g2 f(y))|^2 (means).
 
     ``noisy`` is NxCxHxW (H, W even). f(y) runs without gradient, as in the paper; the same
-    neighbour masks serve both terms.
+    neighbour masks serve both terms. ``target``: a second, independent noisy draw of the same
+    clean images (synthetic noise only); g2 is then taken from it, so noise correlated between
+    neighbours is no longer predictable from g1. ``full_stride`` computes f(y) through
+    pixel-shuffle sub-images of that stride, as inference with ``--pd`` does.
     """
     n, _, h, w = noisy.shape
     positions = draw_pair_indices(n, h, w, mode=sampler, generator=generator, device=noisy.device)
     g1, g2 = subsample_pair(noisy, positions)
+    if target is not None:
+        g2 = subsample_pair(target, positions)[1]
     with torch.no_grad():
-        full = model(noisy)
+        full = merge_torch(model(split_torch(noisy, full_stride)), full_stride) if full_stride > 1 else model(noisy)
         f1, f2 = subsample_pair(full, positions)
     pred = model(g1)
     diff = pred.float() - g2.float()

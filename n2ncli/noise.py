@@ -5,6 +5,9 @@ Names: ``gaussian25``, ``gaussian5-50``, ``poisson30``, ``poisson5-50``, ``gauss
 ``gaussian:LO-HI``, ``poisson:LAMBDA``, ``poisson:LO-HI`` (sigma on the 0-255 scale, lambda on
 intensities in [0, 1]), and for raw mosaics ``poisson-gaussian:A,B``: the heteroscedastic camera
 model, variance ``A*x + B`` in normalised units (A: shot-noise gain, B: read-noise variance).
+``camera`` is real-camera noise: each image is unprocessed to a raw mosaic, given sensor noise at
+a random ISO, developed and saved as an 8-bit (often 4:2:0 JPEG) file by a random camera
+(``n2ncli.synthesis``): the noise is correlated between pixels and channels, as in real photos.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from n2ncli.errors import ConfigError
 
-PRESETS = ("gaussian25", "gaussian5-50", "poisson30", "poisson5-50")
+PRESETS = ("gaussian25", "gaussian5-50", "poisson30", "poisson5-50")  # the paper's (eval --noise all)
 _PATTERN = re.compile(r"^(gaussian|poisson)[:]?([0-9.]+)(?:-([0-9.]+))?$")
 _CAMERA_PATTERN = re.compile(r"^poisson-gaussian:([0-9.e+-]+),([0-9.e+-]+)$")
 
@@ -26,7 +29,8 @@ _CAMERA_PATTERN = re.compile(r"^poisson-gaussian:([0-9.e+-]+),([0-9.e+-]+)$")
 @dataclass(frozen=True)
 class NoiseSpec:
     """Gaussian (level = sigma on 0-255) or Poisson (level = lambda), fixed if lo == hi;
-    or poisson-gaussian with shot gain ``lo`` (= ``hi``) and read-noise variance ``read``."""
+    or poisson-gaussian with shot gain ``lo`` (= ``hi``) and read-noise variance ``read``;
+    or camera (levels unused: each image draws its own camera and ISO)."""
 
     kind: str
     lo: float
@@ -37,6 +41,8 @@ class NoiseSpec:
     def name(self) -> str:
         def fmt(v: float) -> str:
             return f"{v:.12g}"
+        if self.kind == "camera":
+            return "camera"
         if self.kind == "poisson-gaussian":
             return f"poisson-gaussian:{fmt(self.lo)},{fmt(self.read)}"
         level = fmt(self.lo) if self.lo == self.hi else f"{fmt(self.lo)}-{fmt(self.hi)}"
@@ -61,6 +67,10 @@ class NoiseSpec:
                 raise ValueError(f"{len(generator)} generators for {clean.shape[0]} images")
             return torch.cat([self.apply(clean[i:i + 1], g) for i, g in enumerate(generator)])
         n = clean.shape[0]
+        if self.kind == "camera":
+            from n2ncli.synthesis import camera_noise
+
+            return torch.cat([camera_noise(clean[i:i + 1], generator) for i in range(n)])
         if self.kind == "poisson-gaussian":
             shot = torch.poisson(clean.clamp(min=0) / self.lo, generator=generator) * self.lo
             read = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
@@ -71,8 +81,30 @@ class NoiseSpec:
             return clean + noise * (lv / 255.0)
         return torch.poisson(clean.clamp(min=0) * lv, generator=generator) / lv
 
+    def apply_twice(self, clean: torch.Tensor,
+                    generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independent noisy draws of each image of ``clean`` with the same level (and, for
+        ``camera``, the same camera, ISO and file settings): one generator per image."""
+        if self.kind == "camera":
+            from n2ncli.synthesis import CameraParams, camera_pair
+
+            pairs = []
+            for i, g in enumerate(generators):
+                p = CameraParams.draw(g)
+                pairs.append((camera_pair(clean[i:i + 1], p, g)[0], camera_pair(clean[i:i + 1], p, g)[0]))
+            return torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs])
+        if self.kind != "gaussian" or self.lo != self.hi:
+            raise ConfigError(f"independent targets are made for camera and fixed Gaussian noise, not {self.name}")
+        return self.apply(clean, generators), self.apply(clean, generators)
+
     def apply_numpy(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Noisy float32 copy of an HxWxC ``clean`` in [0,1] drawn from ``rng`` (evaluation)."""
+        if self.kind == "camera":
+            g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            t = torch.from_numpy(np.ascontiguousarray(clean.transpose(2, 0, 1), dtype=np.float32))[None]
+            h, w = t.shape[-2:]
+            out = self.apply(torch.nn.functional.pad(t, (0, w % 2, 0, h % 2), mode="replicate"), g)
+            return out[0, :, :h, :w].permute(1, 2, 0).numpy().astype(np.float32)
         x = clean.astype(np.float64)
         if self.kind == "poisson-gaussian":
             y = rng.poisson(np.clip(x, 0, None) / self.lo) * self.lo + rng.normal(0.0, self.read**0.5, size=x.shape)
@@ -87,6 +119,8 @@ class NoiseSpec:
 
 def parse_noise(text: str) -> NoiseSpec:
     """Parse a noise name; ConfigError quoting the bad value otherwise."""
+    if text.strip().lower() == "camera":
+        return NoiseSpec("camera", 0.0, 0.0)
     camera = _CAMERA_PATTERN.match(text.strip().lower())
     if camera:
         try:
@@ -99,7 +133,7 @@ def parse_noise(text: str) -> NoiseSpec:
     m = _PATTERN.match(text.strip().lower())
     if not m:
         raise ConfigError(
-            f"unknown noise {text!r}: use one of {', '.join(PRESETS)}, gaussian:SIGMA, poisson:LAMBDA "
+            f"unknown noise {text!r}: use one of {', '.join(PRESETS)}, camera, gaussian:SIGMA, poisson:LAMBDA "
             "or poisson-gaussian:A,B")
     kind, lo_s, hi_s = m.groups()
     try:

@@ -168,7 +168,7 @@ def default_model(kind: str) -> ModelRecord:
     shipped raw default.
     """
     if kind == "raw":
-        fitted = [r for r in _records_in(models_dir(), False) if r.kind == "raw"]
+        fitted = [r for r in _records_in(models_dir(), False) if r.kind == "raw" and passed_self_check(r)]
         if fitted:
             # created has 1-second resolution: the weights' mtime breaks ties between quick fits
             return max(fitted, key=lambda r: (r.created, r.weights_path.stat().st_mtime_ns))
@@ -178,6 +178,21 @@ def default_model(kind: str) -> ModelRecord:
     except ModelNotFoundError:
         hint = " - run `n2n fit` on a folder of raw files first" if kind == "raw" else ""
         raise ModelNotFoundError(f"no {kind} model available{hint}") from None
+
+
+def passed_self_check(record: ModelRecord) -> bool:
+    """False for a fit whose held-out loss rose (model.json ``self_check``): never made the default."""
+    check = record.extra.get("self_check")
+    return not (isinstance(check, dict) and check.get("passed") is False)
+
+
+def trained_stride(record: ModelRecord) -> int:
+    """The pixel-shuffle stride ``--pd auto`` uses with this model on correlated noise: the
+    stride its training inputs had (model.json ``pd``), or 2 for models trained on independent
+    noise (on the real pairs PD2 beat PD3 with the blind model; docs/real-noise.md)."""
+    value = record.extra.get("pd", 1)
+    stride = int(value) if isinstance(value, int) and value in (1, 2, 3) else 1
+    return stride if stride > 1 else 2
 
 
 def sha256_file(path: Path) -> str:
@@ -225,7 +240,8 @@ def weights_bytes(model: torch.nn.Module, dtype: torch.dtype = torch.float32) ->
 
 def save_model(name: str, model: UNet, *, kind: str, noise: str, training: Mapping[str, Any],
                metrics: Mapping[str, Any] | None = None, root: Path | None = None,
-               overwrite: bool = False, dtype: torch.dtype = torch.float32) -> ModelRecord:
+               overwrite: bool = False, dtype: torch.dtype = torch.float32,
+               extra: Mapping[str, Any] | None = None) -> ModelRecord:
     """Write ``model`` into the store as ``name`` (weights first, then the json that names their hash)."""
     check_name(name)
     if kind not in KINDS:
@@ -240,7 +256,7 @@ def save_model(name: str, model: UNet, *, kind: str, noise: str, training: Mappi
         sha256=hashlib.sha256(data).hexdigest(), noise=noise, features=model.features,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         training=dict(training), metrics=dict(metrics or {}),
-        extra={"n2ncli_version": __version__, "weights_dtype": str(dtype).replace("torch.", "")},
+        extra={"n2ncli_version": __version__, "weights_dtype": str(dtype).replace("torch.", ""), **(extra or {})},
     )
     write_record(record)
     return record

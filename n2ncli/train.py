@@ -31,6 +31,8 @@ from n2ncli.fsutil import atomic_path
 from n2ncli.loss import GammaSchedule, n2n_loss
 from n2ncli.nets.unet import UNet
 from n2ncli.noise import parse_noise
+from n2ncli.pd import STRIDES as PD_STRIDES
+from n2ncli.pd import split_torch
 from n2ncli.sampler import SAMPLERS
 
 CHECKPOINT_FORMAT = "n2ncli-checkpoint-1"
@@ -55,6 +57,9 @@ class TrainConfig:
     gamma_end: float = 2.0
     gamma_constant: bool = False
     sampler: str = "random"
+    pd: int = 1  # pixel-shuffle stride: each crop trains as its pd*pd sub-images (n2ncli.pd)
+    target: str = "same"  # same: g2 from the input itself (the paper); independent: from a second noise draw
+    full_pd: int = 1  # stride of f(y) in the regulariser (as the model's inference --pd)
     noise: str | None = None  # None: the images are already noisy (the default use)
     seed: int = 0
     channels: int = 3
@@ -74,6 +79,11 @@ class TrainConfig:
             (self.crop >= 32 and self.crop % 2 == 0, f"crop must be even and >= 32, got {self.crop}"),
             (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
             (self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {self.sampler!r}"),
+            (self.pd in PD_STRIDES, f"pd must be one of {PD_STRIDES}, got {self.pd!r}"),
+            (self.full_pd in PD_STRIDES, f"full_pd must be one of {PD_STRIDES}, got {self.full_pd!r}"),
+            (self.target in ("same", "independent"), f"target must be same or independent, got {self.target!r}"),
+            (self.target == "same" or self.noise is not None, "an independent target needs synthetic noise"),
+            (self.crop // self.pd >= 32, f"crop {self.crop} is too small for pd {self.pd} (sub-images under 32 px)"),
             (self.lr_schedule in ("step", "cosine"), f"lr schedule must be step or cosine, got {self.lr_schedule!r}"),
             (self.checkpoint_every >= 1, "checkpoint interval must be >= 1"),
             (self.net_init in ("torch", "official"), f"network init must be torch or official, got {self.net_init!r}"),
@@ -196,7 +206,8 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
           workers: int = 0, validation: ValidationPairs | None = None, val_every: int | None = None,
           on_progress: Callable[[Progress], None] | None = None,
           extra: dict[str, Any] | None = None, world: World | None = None,
-          state: dict[str, Any] | None = None, sharded: bool = False) -> TrainResult:
+          state: dict[str, Any] | None = None, sharded: bool = False,
+          max_seconds: float | None = None) -> TrainResult:
     """Train a U-Net with Neighbor2Neighbor on ``images``; checkpoints go to ``run_dir``.
 
     ``init_state`` warm-starts the network (ignored on resume). ``extra`` is stored in the
@@ -207,6 +218,9 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
     computes ``config.batch_size / world.size`` crops of every step (its slice of the one-process
     batch, or crops of its own shard of the files if ``sharded``), gradients are averaged, and
     only rank 0 checkpoints, validates and reports progress.
+
+    ``max_seconds`` ends a single-process run early, after the step that passes it (a time-bounded
+    fine-tune such as ``denoise --adapt``); the result then says how many steps ran.
     """
     world = world or World(device=device)
     is_main = world.is_main
@@ -280,7 +294,15 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
             for k, (samples, crops) in enumerate(groups):
                 gens = [sample_generator(config.seed, step, int(i), device) for i in samples]
                 x = crops.to(device, non_blocking=True)
-                noisy = noise.apply(x, generator=gens) if noise else x
+                second = None
+                if config.target == "independent":
+                    noisy, second = noise.apply_twice(x, gens)
+                else:
+                    noisy = noise.apply(x, generator=gens) if noise else x
+                if config.pd > 1:  # each crop becomes its pd*pd sub-images, with its own draws
+                    if second is not None:
+                        second = pd_subimages(second, gens, config.pd)[0]
+                    noisy, gens = pd_subimages(noisy, gens, config.pd)
                 if config.channels_last:
                     noisy = noisy.contiguous(memory_format=torch.channels_last)
                 # DDP averages the gradients once per step, after the last group (ranks may hold
@@ -289,7 +311,8 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
                 last = k == len(groups) - 1
                 with contextlib.nullcontext() if ddp is None or last else ddp.no_sync():
                     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                        terms = n2n_loss(net, noisy, gamma, sampler=config.sampler, generator=gens)
+                        terms = n2n_loss(net, noisy, gamma, sampler=config.sampler, generator=gens,
+                                         target=second, full_stride=config.full_pd)
                     weight = x.shape[0] / per_rank
                     (terms.total * weight).backward()
                 loss_sum += float(terms.total.detach()) * weight
@@ -325,6 +348,8 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
                 report(Progress("checkpoint", done, config.steps, loss_value, checkpoint=ckpt_path))
             if stop.requested if stop_now is None else stop_now:
                 raise KeyboardInterrupt
+            if max_seconds is not None and not world.distributed and now - t0 > max_seconds:
+                break
     except KeyboardInterrupt:
         if stop.hard:  # a second Ctrl-C may have landed inside optimizer.step: keep the last good file
             raise TrainingInterrupted(
@@ -347,11 +372,20 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
                                "continue with --resume") from None
     finally:
         stop.uninstall()
-    checkpoint(config.steps)
+    checkpoint(completed)
     seconds = elapsed0 + time.perf_counter() - t0
-    report(Progress("done", config.steps, config.steps, loss_value, steps_per_second=rate, val_psnr=val_psnr))
+    report(Progress("done", completed, config.steps, loss_value, steps_per_second=rate, val_psnr=val_psnr))
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-    return TrainResult(model, config.steps, seconds, loss_value, val_psnr, history)
+    return TrainResult(model, completed, seconds, loss_value, val_psnr, history)
+
+
+def pd_subimages(noisy: torch.Tensor, gens: list[torch.Generator], stride: int) -> tuple[torch.Tensor, list]:
+    """Crops -> their stride-``stride`` sub-images (trimmed to even sub-image sizes), and a
+    generator list to match: the sub-images of one crop draw their masks from its generator."""
+    h, w = noisy.shape[-2:]
+    m = 2 * stride
+    sub = split_torch(noisy[..., : h - h % m, : w - w % m].contiguous(), stride)
+    return sub, [g for g in gens for _ in range(stride * stride)]
 
 
 def _clip_spikes(model: torch.nn.Module, ema: float | None, factor: float) -> float:

@@ -308,6 +308,10 @@ def test_gamma_follows_the_run() -> None:
     ("checkpoint_every", 0, "checkpoint"),
     ("gamma_end", -1.0, "regulariser"),
     ("noise", "speckle", "'speckle'"),
+    ("pd", 4, "pd must be"),
+    ("full_pd", 0, "full_pd must be"),
+    ("target", "clean", "target must be"),
+    ("target", "independent", "needs synthetic noise"),
 ])
 def test_train_config_rejects_bad_values(field: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -323,3 +327,39 @@ def test_train_config_is_frozen() -> None:
     config = TrainConfig(steps=10)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.steps = 20  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------ PD and targets
+
+
+def test_pd_training_runs_on_the_sub_images_and_resumes_with_the_same_stride(kodak_images: LoadedImages,
+                                                                           tmp_path: Path) -> None:
+    config = TrainConfig(steps=2, batch_size=2, crop=64, noise="gaussian25", pd=2, checkpoint_every=1)
+    run = _run(config, kodak_images, tmp_path)
+    assert run.result.steps == 2 and all(math.isfinite(p.loss) for p in run.steps())
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["config"]["pd"] == 2
+    with pytest.raises(CheckpointError, match="pd"):
+        train(dataclasses.replace(config, pd=1, steps=3), kodak_images, device=CPU, run_dir=tmp_path, resume=True)
+
+
+def test_pd_sub_images_keep_each_crops_generator(kodak_images: LoadedImages) -> None:
+    from n2ncli.train import pd_subimages
+
+    x = torch.rand(2, 3, 36, 40)
+    gens = [torch.Generator(), torch.Generator()]
+    sub, sub_gens = pd_subimages(x, gens, 3)
+    assert sub.shape == (18, 3, 12, 12)  # trimmed to multiples of 6: even sub-images
+    assert sub_gens == [gens[0]] * 9 + [gens[1]] * 9
+
+
+def test_an_independent_camera_target_trains(kodak_images: LoadedImages, tmp_path: Path) -> None:
+    config = TrainConfig(steps=2, batch_size=2, crop=64, noise="camera", target="independent", full_pd=2,
+                         checkpoint_every=100)
+    run = _run(config, kodak_images, tmp_path)
+    assert run.result.steps == 2 and all(math.isfinite(p.loss) and p.loss > 0 for p in run.steps())
+
+
+def test_max_seconds_ends_the_run_early_and_says_how_far_it_got(kodak_images: LoadedImages, tmp_path: Path) -> None:
+    run = _run(TrainConfig(steps=50, batch_size=1, crop=32, noise="gaussian25"), kodak_images, tmp_path, max_seconds=0.0)
+    assert run.result.steps == 1
+    assert run.events[-1].event == "done" and run.events[-1].step == 1

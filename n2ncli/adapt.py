@@ -1,0 +1,97 @@
+"""``n2n denoise --adapt``: fine-tune the model on the photos being denoised, then denoise them.
+
+Self-supervised, so the photos' own noise is the only training signal: a short, time-bounded
+Neighbor2Neighbor run warm-started from the model, with the pixel-shuffle stride measured on
+the photos. The fine-tune measures itself on the same photos (fixed crops and masks, the
+self-check's loss) and is dropped, with the reason, when it did not lower that loss.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from n2ncli.data import LoadedImages
+from n2ncli.errors import ConfigError
+from n2ncli.fit import WARM_START_LR
+from n2ncli.nets.unet import UNet
+from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, noise_correlation
+from n2ncli.selfcheck import SelfCheck, held_out_loss
+from n2ncli.train import Progress, TrainConfig, train
+
+ADAPT_CROP = 256
+ADAPT_BATCH = 4
+#: Photos a folder run adapts to (evenly spread over the folder): enough for its noise, bounded memory.
+MAX_IMAGES = 16
+
+
+@dataclass(frozen=True)
+class Adapted:
+    model: UNet  # the fine-tuned network, or the original when the check refused it
+    steps: int
+    seconds: float
+    pd: int
+    check: SelfCheck
+
+    @property
+    def used(self) -> bool:
+        return self.check.passed
+
+
+def adapt(model: UNet, images: Sequence[np.ndarray], steps: int, *, max_seconds: float | None = None,
+          device: torch.device | str = "cpu", seed: int = 0,
+          on_progress: Callable[[Progress], None] | None = None) -> Adapted:
+    """Fine-tune a copy of sRGB ``model`` on HxWx3 float ``images`` in [0,1] for up to ``steps``.
+
+    Stops after ``max_seconds`` if given. Returns the fine-tuned network when it lowered the
+    self-supervised loss on the images, else ``model`` itself.
+    """
+    if steps < 1:
+        raise ConfigError(f"--adapt needs at least 1 step, got {steps}")
+    if model.in_channels != 3:
+        raise ConfigError("--adapt fine-tunes sRGB models only")
+    arrays = tuple(np.ascontiguousarray((np.clip(img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2], 0, 1)
+                                         * 65535 + 0.5).astype(np.uint16).transpose(2, 0, 1)) for img in images)
+    correlation = float(np.median([noise_correlation(img) for img in images]))
+    stride = CORRELATED_STRIDE if correlation > CORRELATED else 1
+    data = LoadedImages(arrays, tuple(Path(f"input-{i}") for i in range(len(arrays))), (), 65535.0)
+    config = TrainConfig(steps=steps, batch_size=ADAPT_BATCH, crop=min(ADAPT_CROP, _largest_crop(arrays, stride)),
+                         lr=WARM_START_LR, lr_schedule="cosine", pd=stride, seed=seed, checkpoint_every=10**9,
+                         checkpoint_seconds=float("inf"))
+    held = tuple(a.astype(np.float32) / np.float32(65535) for a in arrays)
+    before = held_out_loss(model, held, config)
+    with tempfile.TemporaryDirectory(prefix="n2n-adapt-") as run_dir:
+        result = train(config, data, device=torch.device(device), run_dir=Path(run_dir),
+                       init_state=model.state_dict(), on_progress=on_progress, max_seconds=max_seconds)
+    check = SelfCheck(len(held), before, held_out_loss(result.model, held, config), "the model before --adapt")
+    return Adapted(result.model if check.passed else model, result.steps, result.seconds, stride, check)
+
+
+def adapt_to_files(model: UNet, sources: Sequence[Path], steps: int, *, minutes: float = 5.0,
+                   device: torch.device | str = "cpu", on_progress: Callable[[Progress], None] | None = None) -> Adapted:
+    """:func:`adapt` on up to MAX_IMAGES of the image files ``sources`` (grey ones as RGB)."""
+    from n2ncli.io.image import read_image
+
+    if minutes <= 0:
+        raise ConfigError(f"--adapt-minutes must be > 0, got {minutes}")
+    if not sources:
+        raise ConfigError("--adapt needs sRGB images among the inputs")
+    picks = sorted({int(i) for i in np.linspace(0, len(sources) - 1, min(MAX_IMAGES, len(sources)))})
+    images = [read_image(sources[i]).to_float() for i in picks]
+    images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
+    return adapt(model, images, steps, max_seconds=minutes * 60, device=device, on_progress=on_progress)
+
+
+def _largest_crop(arrays: Sequence[np.ndarray], stride: int) -> int:
+    """The crop the smallest image allows, a multiple of the sub-sampler's and PD's cells."""
+    side = min(min(a.shape[1:]) for a in arrays)
+    multiple = 2 * stride
+    crop = side // multiple * multiple
+    if crop < 32 * stride:
+        raise ConfigError(f"--adapt needs images of at least {32 * stride} px per side")
+    return crop

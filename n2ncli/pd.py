@@ -1,0 +1,208 @@
+"""Pixel-shuffle downsampling (PD): correlated noise made nearly independent for Neighbor2Neighbor.
+
+Real sRGB noise is correlated over 2-3 pixels (demosaicing, in-camera denoising, sharpening,
+4:2:0 chroma). Splitting an image into its ``s x s`` stride-``s`` sub-images puts pixels that
+were ``s`` apart side by side, where the correlation is far weaker; the sub-sampler's neighbours
+are then ``>= s`` pixels apart in the original. Training splits each crop into its ``s**2``
+sub-images; inference denoises them and puts the pixels back (``PixelShufflePredictor``).
+Every function here is pure; arrays are NxHxWxC (numpy) or NxCxHxW (torch).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from n2ncli.backends import Predictor
+from n2ncli.errors import ConfigError
+
+#: Strides ``--pd`` accepts (1 = no PD).
+STRIDES = (1, 2, 3)
+
+
+def check_stride(stride: int) -> int:
+    if stride not in STRIDES:
+        raise ConfigError(f"--pd must be auto or one of {', '.join(map(str, STRIDES))}, got {stride!r}")
+    return stride
+
+
+def split(batch: np.ndarray, stride: int) -> np.ndarray:
+    """NxHxWxC -> (N*s*s)x(H/s)x(W/s)xC, sub-image (i, j) holding pixels (i::s, j::s).
+
+    H and W are edge-padded (replicated) up to multiples of ``s``; :func:`merge` crops back.
+    """
+    if stride == 1:
+        return batch
+    n, h, w, c = batch.shape
+    ph, pw = (-h) % stride, (-w) % stride
+    if ph or pw:
+        batch = np.pad(batch, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    hs, ws = batch.shape[1] // stride, batch.shape[2] // stride
+    sub = batch.reshape(n, hs, stride, ws, stride, c).transpose(0, 2, 4, 1, 3, 5)
+    return np.ascontiguousarray(sub.reshape(n * stride * stride, hs, ws, c))
+
+
+def merge(sub: np.ndarray, stride: int, height: int, width: int) -> np.ndarray:
+    """Inverse of :func:`split`: (N*s*s)x(H'/s)x(W'/s)xC -> NxHxWxC, cropped to ``height`` x ``width``."""
+    if stride == 1:
+        return sub
+    ns, hs, ws, c = sub.shape
+    n = ns // (stride * stride)
+    full = sub.reshape(n, stride, stride, hs, ws, c).transpose(0, 3, 1, 4, 2, 5).reshape(n, hs * stride, ws * stride, c)
+    return np.ascontiguousarray(full[:, :height, :width])
+
+
+def split_torch(x, stride: int):  # noqa: ANN001, ANN201 - torch tensors; torch is imported lazily
+    """NxCxHxW (H, W multiples of ``s``) -> (N*s*s)xCx(H/s)x(W/s): training crops to PD sub-images."""
+    if stride == 1:
+        return x
+    n, c, h, w = x.shape
+    sub = x.reshape(n, c, h // stride, stride, w // stride, stride).permute(0, 3, 5, 1, 2, 4)
+    return sub.reshape(n * stride * stride, c, h // stride, w // stride)
+
+
+def merge_torch(sub, stride: int):  # noqa: ANN001, ANN201
+    """Inverse of :func:`split_torch`: (N*s*s)xCxhxw -> NxCx(h*s)x(w*s)."""
+    if stride == 1:
+        return sub
+    ns, c, h, w = sub.shape
+    n = ns // (stride * stride)
+    full = sub.reshape(n, stride, stride, c, h, w).permute(0, 3, 4, 1, 5, 2)
+    return full.reshape(n, c, h * stride, w * stride)
+
+
+class PixelShufflePredictor:
+    """Wraps any predictor: denoise the ``s**2`` stride-``s`` sub-images, then interleave them back.
+
+    ``blend`` in [0, 1] mixes in the plain (stride 1) output of the same predictor: the PD output
+    is free of the correlated noise but loses some of the finest detail, the plain one keeps it.
+    """
+
+    def __init__(self, inner: Predictor, stride: int, blend: float = 0.0) -> None:
+        self.inner = inner
+        self.stride = check_stride(stride)
+        if not 0.0 <= blend <= 1.0:
+            raise ConfigError(f"PD blend must be in [0, 1], got {blend}")
+        self.blend = blend
+        self.channels = inner.channels
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - provider, bytes_per_pixel... of the backend
+        return getattr(self.inner, name)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        n, h, w, _ = batch.shape
+        out = merge(self.inner.predict(split(batch, self.stride)), self.stride, h, w)
+        if self.blend > 0 and self.stride > 1:
+            out = (1.0 - self.blend) * out + self.blend * self.inner.predict(batch)
+        return out
+
+
+# ----------------------------------------------------------------------------- choosing the stride
+
+#: Side of the square blocks the correlation statistic compares, and the share of the flattest
+#: blocks it keeps (texture adds to differences at every lag; flat blocks hold mostly noise).
+BLOCK = 16
+FLAT_SHARE = 0.2
+#: Largest area analysed (pixels); bigger images are measured on an evenly spread subset of blocks.
+MAX_BLOCKS = 4096
+
+
+#: RGB -> (Y, Cb, Cr) without offsets (BT.601, as JPEG).
+_YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
+
+
+def noise_correlation(image: np.ndarray) -> float:
+    """How correlated the noise of HxWxC float ``image`` is between neighbouring pixels, about 0..1.
+
+    The larger of the luma and the chroma statistic (4:2:0 JPEG correlates chroma only, camera
+    noise reduction mostly luma), each ``1 - D1 / D3``: ``Dk`` is the median, over the flattest
+    blocks, of the mean squared difference between pixels ``k`` apart (rows and columns). For
+    noise with autocorrelation ``rho(k)`` in a flat block ``Dk = 2 var (1 - rho(k))``, so the
+    statistic is ``(rho1 - rho3) / (1 - rho3)``: about 0 for independent noise.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[2] == 3:
+        ycc = img @ _YCC.T
+        return max(_correlation(ycc[..., :1]), _correlation(ycc[..., 1:]))
+    return _correlation(img)
+
+
+def _correlation(img: np.ndarray) -> float:
+    h, w = (img.shape[0] // BLOCK) * BLOCK, (img.shape[1] // BLOCK) * BLOCK
+    if h < BLOCK or w < BLOCK:
+        return 0.0
+    by, bx = h // BLOCK, w // BLOCK
+    ys = np.linspace(0, by - 1, min(by, int(np.sqrt(MAX_BLOCKS)))).astype(int)
+    xs = np.linspace(0, bx - 1, min(bx, int(np.sqrt(MAX_BLOCKS)))).astype(int)
+    d1, d3 = [], []
+    for y in ys:
+        for x in xs:
+            b = img[y * BLOCK:(y + 1) * BLOCK, x * BLOCK:(x + 1) * BLOCK].astype(np.float64)
+            d1.append(_diff_energy(b, 1))
+            d3.append(_diff_energy(b, 3))
+    d1a, d3a = np.array(d1), np.array(d3)
+    keep = d3a <= np.quantile(d3a, FLAT_SHARE)
+    keep &= d3a > 0
+    if not keep.any():
+        return 0.0
+    return float(1.0 - np.median(d1a[keep]) / np.median(d3a[keep]))
+
+
+def _diff_energy(block: np.ndarray, lag: int) -> float:
+    dy = block[lag:] - block[:-lag]
+    dx = block[:, lag:] - block[:, :-lag]
+    return float((np.mean(dy**2) + np.mean(dx**2)) / 2)
+
+
+#: Above this statistic the noise counts as correlated and ``--pd auto`` takes stride 2.
+#: Measured (runs of ``noise_correlation`` on Kodak24 and the 41 real pairs, docs/real-noise.md):
+#: independent Gaussian noise saved as PNG gives medians 0.02-0.10 at sigma 5-50 (at most 0.43
+#: from sigma 10 up); JPEG q92 4:2:0 0.66-0.74; real camera JPEGs 0.59-0.76 (min 0.589).
+CORRELATED = 0.45
+#: Stride taken for correlated noise: on the real pairs PD2 beat PD3 (docs/real-noise.md).
+CORRELATED_STRIDE = 2
+
+
+def choose_stride(image: np.ndarray, correlated_stride: int = CORRELATED_STRIDE) -> int:
+    """``--pd auto``: ``correlated_stride`` when the image's noise is correlated
+    (``noise_correlation`` > CORRELATED), else 1."""
+    return correlated_stride if noise_correlation(image) > CORRELATED else 1
+
+
+def parse_pd(text: str | int) -> int | None:
+    """``--pd`` value: None for auto, else a checked stride."""
+    if isinstance(text, str) and text.strip().lower() == "auto":
+        return None
+    try:
+        return check_stride(int(text))
+    except (TypeError, ValueError):
+        raise ConfigError(f"--pd must be auto or one of {', '.join(map(str, STRIDES))}, got {text!r}") from None
+
+
+class PdSelector:
+    """``--pd`` for a whole run: a fixed stride, or auto, decided per image by :func:`choose_stride`.
+
+    ``correlated_stride`` is the stride auto takes for correlated noise (the model's own, from
+    its record: the stride its training inputs had). Tiles call ``predict`` of the predictor
+    that :meth:`for_image` returns for their image, so one image never mixes strides.
+    """
+
+    def __init__(self, inner: Predictor, stride: int | None, correlated_stride: int = CORRELATED_STRIDE) -> None:
+        self.inner, self.stride = inner, stride
+        self.correlated_stride = check_stride(correlated_stride)
+        self.channels = inner.channels
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - provider, bytes_per_pixel... of the backend
+        return getattr(self.inner, name)
+
+    def stride_for(self, image: np.ndarray) -> int:
+        return self.stride if self.stride is not None else choose_stride(image, self.correlated_stride)
+
+    def for_image(self, image: np.ndarray) -> Predictor:
+        stride = self.stride_for(image)
+        return PixelShufflePredictor(self.inner, stride) if stride > 1 else self.inner
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Batches without their image (evaluation): each image of the batch decides for itself."""
+        return np.concatenate([self.for_image(b).predict(b[None]) for b in batch])

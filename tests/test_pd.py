@@ -1,0 +1,102 @@
+"""Pixel-shuffle downsampling: exact split/merge, the wrapped predictor, the correlation statistic."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from identity import Identity
+from PIL import Image
+
+from n2ncli.errors import ConfigError
+from n2ncli.pd import (CORRELATED, PixelShufflePredictor, choose_stride, merge, noise_correlation, split,
+                       split_torch)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize(("h", "w"), [(19, 37), (32, 32), (5, 8)])
+def test_split_then_merge_is_exact_for_odd_sizes(stride: int, h: int, w: int) -> None:
+    x = np.random.default_rng(0).random((2, h, w, 3), dtype=np.float32)
+    sub = split(x, stride)
+    assert sub.shape == (2 * stride * stride, -(-h // stride), -(-w // stride), 3)
+    np.testing.assert_array_equal(merge(sub, stride, h, w), x)
+
+
+def test_sub_image_ij_holds_the_pixels_i_j_apart_by_the_stride() -> None:
+    x = np.random.default_rng(1).random((1, 12, 18, 3), dtype=np.float32)
+    sub = split(x, 3)
+    for i in range(3):
+        for j in range(3):
+            np.testing.assert_array_equal(sub[i * 3 + j], x[0, i::3, j::3])
+
+
+def test_torch_split_matches_numpy_split() -> None:
+    x = np.random.default_rng(2).random((2, 16, 24, 3), dtype=np.float32)
+    t = torch.from_numpy(x).permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(split_torch(t, 2).permute(0, 2, 3, 1).numpy(), split(x, 2))
+
+
+def test_wrapped_predictor_sees_sub_images_and_returns_the_image() -> None:
+    inner = Identity()
+    x = np.random.default_rng(3).random((1, 33, 50, 3), dtype=np.float32)
+    out = PixelShufflePredictor(inner, 2).predict(x)
+    assert inner.shapes == [(4, 17, 25, 3)]
+    np.testing.assert_array_equal(out, x)
+
+
+def test_blend_mixes_in_the_plain_output() -> None:
+    class Halve(Identity):
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            super().predict(batch)
+            return batch * (0.5 if batch.shape[0] > 1 else 1.0)  # PD calls: 4 sub-images
+
+    x = np.ones((1, 8, 8, 3), dtype=np.float32)
+    out = PixelShufflePredictor(Halve(), 2, blend=0.25).predict(x)
+    np.testing.assert_allclose(out, 0.75 * 0.5 + 0.25 * 1.0)
+
+
+@pytest.mark.parametrize("bad", [0, 4, -1])
+def test_bad_strides_are_refused(bad: int) -> None:
+    with pytest.raises(ConfigError, match="--pd"):
+        PixelShufflePredictor(Identity(), bad)
+
+
+def _jpeg(u8: np.ndarray, subsampling: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(u8).save(buf, format="JPEG", quality=92, subsampling=subsampling)
+    return np.asarray(Image.open(buf)).astype(np.float32) / 255.0
+
+
+def _noisy_u8(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    noisy = clean + np.random.default_rng(seed).normal(0, sigma / 255, clean.shape)
+    return np.clip(np.round(noisy * 255), 0, 255).astype(np.uint8)
+
+
+def test_independent_noise_is_not_correlated_but_jpeg_420_and_blurred_noise_are(kodak_crop) -> None:
+    clean = kodak_crop(0, 0, 256, 384, image="kodim23.png").astype(np.float32) / 255.0
+    png = _noisy_u8(clean, 15, 0)
+    assert noise_correlation(png / 255.0) < CORRELATED
+    assert noise_correlation(_jpeg(png, 2)) > CORRELATED  # 4:2:0: chroma shared by 2x2 pixels
+    flat = np.full((128, 128, 3), 0.5, np.float32)
+    noise = np.random.default_rng(1).normal(0, 0.02, flat.shape).astype(np.float32)
+    blurred = (noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1) + np.roll(noise, (1, 1), (0, 1))) / 2
+    assert abs(noise_correlation(flat + noise)) < 0.1
+    assert noise_correlation(flat + blurred) > CORRELATED
+
+
+def test_real_camera_jpegs_are_correlated_and_choose_pd2(shared_data: Path) -> None:
+    from n2ncli.io.image import read_image
+
+    noisy = sorted((shared_data / "real-pairs").glob("*_real.JPG"))
+    if not noisy:
+        pytest.skip("no real pairs")
+    for path in noisy[::10]:  # both cameras, a few ISO settings
+        assert choose_stride(read_image(path).to_float()) == 2, path.name
+
+
+def test_tiny_images_measure_as_uncorrelated() -> None:
+    assert noise_correlation(np.zeros((8, 8, 3), np.float32)) == 0.0
+    assert choose_stride(np.zeros((8, 8, 3), np.float32)) == 1

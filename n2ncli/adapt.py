@@ -72,9 +72,14 @@ def adapt(model: UNet, images: Sequence[np.ndarray], steps: int, *, max_seconds:
     return Adapted(result.model if check.passed else model, result.steps, result.seconds, stride, check)
 
 
-def adapt_to_files(model: UNet, sources: Sequence[Path], steps: int, *, minutes: float = 5.0,
-                   device: torch.device | str = "cpu", on_progress: Callable[[Progress], None] | None = None) -> Adapted:
-    """:func:`adapt` on up to MAX_IMAGES of the image files ``sources`` (grey ones as RGB)."""
+def adapt_to_files(model: UNet | Callable[[bool], UNet], sources: Sequence[Path], steps: int, *,
+                   minutes: float = 5.0, device: torch.device | str = "cpu",
+                   on_progress: Callable[[Progress], None] | None = None) -> Adapted:
+    """:func:`adapt` on up to MAX_IMAGES of the image files ``sources`` (grey ones as RGB).
+
+    ``model`` may be a function of whether the photos' noise is correlated (the real-photo
+    model for camera JPEGs, the blind one for the rest).
+    """
     from n2ncli.io.image import read_image
 
     if minutes <= 0:
@@ -84,6 +89,8 @@ def adapt_to_files(model: UNet, sources: Sequence[Path], steps: int, *, minutes:
     picks = sorted({int(i) for i in np.linspace(0, len(sources) - 1, min(MAX_IMAGES, len(sources)))})
     images = [read_image(sources[i]).to_float() for i in picks]
     images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
+    if not isinstance(model, UNet):
+        model = model(float(np.median([noise_correlation(img) for img in images])) > CORRELATED)
     return adapt(model, images, steps, max_seconds=minutes * 60, device=device, on_progress=on_progress)
 
 

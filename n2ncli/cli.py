@@ -77,7 +77,7 @@ def denoise(
     from n2ncli.denoise import RawOutput, TileOptions, choose_tile, expand_inputs, plan_jobs, refused_raws, run_jobs
     from n2ncli.errors import ConfigError, IncompatibleModelError
     from n2ncli.pd import PdSelector, parse_pd
-    from n2ncli.store import default_model, find_model, trained_stride
+    from n2ncli.store import correlated_default, default_model, find_model, trained_stride
 
     stride = parse_pd(pd)
     if backend.lower() not in BACKENDS:
@@ -114,12 +114,14 @@ def denoise(
         records = {record.kind: record}
     else:
         records = {k: default_model(k) for k in kinds}
+    camera = correlated_default() if not model and "srgb" in records else None
     notes: list[str] = []
     predictors = {k: make_predictor(r, backend, device, notes, precision=precision, compile=compile_)
                   for k, r in records.items() if not (k == "srgb" and adapt)}
     if adapt and "srgb" in records:
-        predictors["srgb"] = _adapted_predictor(records["srgb"], [j.source for j in jobs if j.kind == "srgb"],
+        predictors["srgb"] = _adapted_predictor(records["srgb"], camera, [j.source for j in jobs if j.kind == "srgb"],
                                                 adapt, adapt_minutes, device, precision)
+        camera = None
     first = next(iter(predictors.values()))
     if auto:
         options = TileOptions(tile=choose_tile(first, batch, options.context), overlap=overlap, batch=batch)
@@ -131,12 +133,17 @@ def denoise(
         predictors = {k: SelfEnsemble(p) for k, p in predictors.items()}
         where += ", x8 self-ensemble"
     if "srgb" in predictors:
-        predictors["srgb"] = PdSelector(predictors["srgb"], stride, trained_stride(records["srgb"]))
+        extra = make_predictor(camera, backend, device, notes, precision=precision, compile=compile_) if camera else None
+        predictors["srgb"] = PdSelector(predictors["srgb"], stride, trained_stride(records["srgb"]), extra,
+                                        trained_stride(camera) if camera else None)
         where += f", pd {pd.lower()}"
     if _state["verbose"]:
         for note in notes:
             console.print(f"[dim]{note}[/]", highlight=False)
     used = ", ".join(f"[bold]{r.name}[/] ({r.noise})" for r in records.values())
+    if camera is not None:
+        used = (f"[bold]{camera.name}[/] for photos with camera-correlated noise (JPEGs from cameras and phones), "
+                f"{used} for the others")
     console.print(f"model {used} on {where}; {len(jobs)} file(s)", highlight=False)
     raw_record = records.get("raw")
     raw_output = RawOutput(linear=linear, software=f"n2ncli {__version__}", record=None if raw_record is None else {
@@ -266,8 +273,10 @@ def fit(
               "(try more images, more steps or --pd 2)")
 
 
-def _adapted_predictor(record, sources: list[Path], steps: int, minutes: float, device: str, precision: str):  # noqa: ANN001, ANN202
-    """denoise --adapt: fine-tune ``record`` on the photos, then a PyTorch predictor of the result."""
+def _adapted_predictor(record, camera, sources: list[Path], steps: int, minutes: float, device: str,  # noqa: ANN001, ANN202
+                       precision: str):
+    """denoise --adapt: fine-tune ``record`` (``camera`` for correlated noise, if given) on the
+    photos, then a PyTorch predictor of the result."""
     from n2ncli.adapt import MAX_IMAGES, adapt_to_files
     from n2ncli.backends.torch import TorchPredictor
     from n2ncli.device import resolve_device
@@ -275,15 +284,17 @@ def _adapted_predictor(record, sources: list[Path], steps: int, minutes: float, 
 
     dev = resolve_device(device)
     with _progress(TextColumn("loss {task.fields[loss]:.5f}")) as progress:
-        task = progress.add_task(f"adapting {record.name} to {min(len(sources), MAX_IMAGES)} photo(s)", total=steps,
+        task = progress.add_task(f"adapting to {min(len(sources), MAX_IMAGES)} photo(s)", total=steps,
                                  loss=math.nan)
 
         def on_progress(p) -> None:  # noqa: ANN001
             if p.event == "step":
                 progress.update(task, completed=p.step, loss=p.loss)
 
-        done = adapt_to_files(build_model(record), sources, steps, minutes=minutes, device=dev,
-                              on_progress=on_progress)
+        def start(correlated: bool):  # noqa: ANN202
+            return build_model(camera if correlated and camera is not None else record)
+
+        done = adapt_to_files(start, sources, steps, minutes=minutes, device=dev, on_progress=on_progress)
     c = done.check
     verdict = (f"[green]used[/]: their self-supervised loss {c.before:.6f} -> {c.after:.6f} ({c.change:+.1%})" if done.used
                else f"[yellow]not used[/]: it raised their self-supervised loss {c.before:.6f} -> {c.after:.6f} "
@@ -314,6 +325,7 @@ def evaluate_cmd(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results (summary and per image) as JSON.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the per-image scores as CSV.")] = None,
     report_dir: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report (index.html + crop PNGs) into this folder.", file_okay=False)] = None,
+    pd: Annotated[str, typer.Option("--pd", help="Pixel-shuffle stride: auto (with --pairs chosen per image as denoise does; 1 for synthetic noise, the paper's protocol), 1, 2 or 3.")] = "auto",
 ) -> None:
     """Score a model with the paper's protocol (PSNR/SSIM on uint8, fixed seed, repeats), beside baselines."""
     from n2ncli.backends.select import describe, make_predictor
@@ -323,8 +335,10 @@ def evaluate_cmd(
     from n2ncli.evaluate import evaluate, evaluate_pairs, to_uint8
     from n2ncli.io.image import read_image
     from n2ncli.report import CropCollector, write_report
-    from n2ncli.store import default_model, find_model
+    from n2ncli.pd import PdSelector, parse_pd
+    from n2ncli.store import default_model, find_model, trained_stride
 
+    stride = parse_pd(pd)
     if fit_first and pairs is None:
         raise ConfigError("--fit-first needs --pairs FOLDER (it fits on the noisy images of the pairs)")
     if fit_steps < 1 or (limit is not None and limit < 1) or (repeats is not None and repeats < 1):
@@ -355,7 +369,7 @@ def evaluate_cmd(
             images = [(name, read_image(n).to_float(), to_uint8(read_image(c).pixels)) for name, n, c in found]
             baselines = _baselines(predictor, self_ensemble, bm3d, None)
             results.append(evaluate_pairs(
-                predictor, images, dataset=pairs.name, threads=2, baselines=baselines,
+                PdSelector(predictor, stride, trained_stride(record)), images, dataset=pairs.name, threads=2, baselines=baselines,
                 on_output=crops.hook(pairs.name, "real") if crops else None,
                 on_image=lambda d, n: progress.update(task, completed=d)))
         for name, images, reps, spec in runs:
@@ -365,7 +379,7 @@ def evaluate_cmd(
             task = progress.add_task(f"{name} {spec.name}", total=len(images) * reps)
             sigma = spec.lo if spec.kind == "gaussian" and spec.lo == spec.hi else None
             results.append(evaluate(
-                predictor, images, spec, dataset=name, repeats=reps, seed=seed, batch=per_call, threads=2,
+                PdSelector(predictor, stride or 1, trained_stride(record)), images, spec, dataset=name, repeats=reps, seed=seed, batch=per_call, threads=2,
                 baselines=_baselines(predictor, self_ensemble, bm3d, sigma),
                 on_output=crops.hook(name, spec.name) if crops else None,
                 on_image=lambda d, n, task=task: progress.update(task, completed=d)))
@@ -427,8 +441,11 @@ def _eval_fit(folder: Path, found, steps: int, device: str):  # noqa: ANN001, AN
         task = progress.add_task(f"fitting on {len(found)} noisy image(s)", total=steps)
         outcome = run_fit(request, on_progress=lambda p: progress.update(task, completed=p.step)
                           if p.event == "step" else None)
+    check = outcome.check
+    verdict = "" if check is None else (f"; self-check {check.before:.6f} -> {check.after:.6f} ({check.change:+.1%}) "
+                                        f"on {check.images} held-out image(s)")
     console.print(f"fitted [bold]{outcome.record.name}[/] in {outcome.result.steps} steps "
-                  f"({outcome.result.seconds:.0f} s, init: {outcome.init})", highlight=False)
+                  f"({outcome.result.seconds:.0f} s, init: {outcome.init}, pd {outcome.pd}){verdict}", highlight=False)
     return outcome.record
 
 

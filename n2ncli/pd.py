@@ -181,27 +181,39 @@ def parse_pd(text: str | int) -> int | None:
 
 
 class PdSelector:
-    """``--pd`` for a whole run: a fixed stride, or auto, decided per image by :func:`choose_stride`.
+    """``--pd`` (and the model) for a whole run, decided per image from its noise.
 
-    ``correlated_stride`` is the stride auto takes for correlated noise (the model's own, from
-    its record: the stride its training inputs had). Tiles call ``predict`` of the predictor
-    that :meth:`for_image` returns for their image, so one image never mixes strides.
+    ``stride`` None is auto: images whose noise is correlated (:func:`noise_correlation` >
+    CORRELATED) run at ``correlated_stride`` (the stride the model's training inputs had), the
+    others at 1. ``correlated`` is the predictor for correlated noise when it differs from
+    ``inner`` (the real-photo model beside the blind one). Tiles call ``predict`` of the
+    predictor :meth:`for_image` returns for their image, so one image never mixes settings.
     """
 
-    def __init__(self, inner: Predictor, stride: int | None, correlated_stride: int = CORRELATED_STRIDE) -> None:
+    def __init__(self, inner: Predictor, stride: int | None, correlated_stride: int = CORRELATED_STRIDE,
+                 correlated: Predictor | None = None, correlated_with: int | None = None) -> None:
         self.inner, self.stride = inner, stride
         self.correlated_stride = check_stride(correlated_stride)
+        self.correlated = correlated
+        self.correlated_with = correlated_with or self.correlated_stride  # the stride of ``correlated``
         self.channels = inner.channels
 
     def __getattr__(self, name: str):  # noqa: ANN204 - provider, bytes_per_pixel... of the backend
         return getattr(self.inner, name)
 
-    def stride_for(self, image: np.ndarray) -> int:
-        return self.stride if self.stride is not None else choose_stride(image, self.correlated_stride)
+    def choice(self, image: np.ndarray) -> tuple[Predictor, int]:
+        """The predictor and stride for ``image``."""
+        if self.stride is not None and self.correlated is None:
+            return self.inner, self.stride
+        if noise_correlation(image) > CORRELATED:
+            if self.correlated is not None:
+                return self.correlated, self.stride or self.correlated_with
+            return self.inner, self.stride or self.correlated_stride
+        return self.inner, self.stride or 1
 
     def for_image(self, image: np.ndarray) -> Predictor:
-        stride = self.stride_for(image)
-        return PixelShufflePredictor(self.inner, stride) if stride > 1 else self.inner
+        predictor, stride = self.choice(image)
+        return PixelShufflePredictor(predictor, stride) if stride > 1 else predictor
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Batches without their image (evaluation): each image of the batch decides for itself."""

@@ -33,6 +33,9 @@ META_FILE = "model.json"
 SHIPPED_DIR = Path(__file__).resolve().parent / "models"
 #: The shipped model each input kind falls back to when the user names none.
 DEFAULT_MODELS = {"srgb": "srgb-gaussian5-50", "raw": "raw-default"}
+#: The shipped model for photos whose noise is correlated between pixels (camera JPEGs), used by
+#: default for them instead of the blind one (docs/real-noise.md).
+CORRELATED_DEFAULT = "srgb-camera"
 KINDS = ("srgb", "raw")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -178,6 +181,14 @@ def default_model(kind: str) -> ModelRecord:
     except ModelNotFoundError:
         hint = " - run `n2n fit` on a folder of raw files first" if kind == "raw" else ""
         raise ModelNotFoundError(f"no {kind} model available{hint}") from None
+
+
+def correlated_default() -> ModelRecord | None:
+    """The shipped real-photo model, or None where it is missing."""
+    try:
+        return find_model(CORRELATED_DEFAULT)
+    except ModelNotFoundError:
+        return None
 
 
 def passed_self_check(record: ModelRecord) -> bool:

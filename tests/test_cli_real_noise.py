@@ -1,0 +1,68 @@
+"""The real-photo path through the CLI: PD chosen from the photos, the self-check, --adapt."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_run import Run, error_line
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def real_jpegs(shared_data: Path, tmp_path: Path) -> Path:
+    """Six real noisy camera JPEGs (both cameras), cut to 160x160 so a fit step is cheap."""
+    from PIL import Image
+
+    sources = sorted((shared_data / "real-pairs").glob("*_real.JPG"))[::7][:6]
+    if len(sources) < 6:
+        pytest.skip("no real pairs")
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for p in sources:
+        with Image.open(p) as im:
+            im.crop((0, 0, 160, 160)).save(folder / p.name, quality=95, subsampling=2)
+    return folder
+
+
+def test_bad_pd_is_one_line(n2n: Callable[..., Run], real_jpegs: Path, tmp_path: Path) -> None:
+    run = n2n("denoise", next(real_jpegs.iterdir()), "-o", tmp_path / "o.png", "--pd", "4")
+    assert run.code == 1
+    assert "--pd must be auto or one of 1, 2, 3" in error_line(run)
+
+
+def test_fit_on_camera_jpegs_picks_pd2_and_checks_itself(n2n: Callable[..., Run], real_jpegs: Path) -> None:
+    run = n2n("fit", real_jpegs, "--name", "shots", "--steps", "2", "--crop", "64", "--batch-size", "2")
+    assert run.code == 0, run.err
+    text = " ".join((run.out + run.err).split())
+    assert "pd 2: noise correlation" in text
+    assert "self-check: held-out loss" in text or "made things WORSE" in text
+    from n2ncli.store import find_model
+
+    record = find_model("shots")
+    assert record.extra["pd"] == 2 and record.extra["self_check"]["images"] == 1
+
+
+def test_denoise_adapt_reports_whether_it_used_the_fine_tune(n2n: Callable[..., Run], real_jpegs: Path,
+                                                            tmp_path: Path) -> None:
+    photo = next(real_jpegs.iterdir())
+    run = n2n("denoise", photo, "-o", tmp_path / "o.png", "--adapt", "1")
+    assert run.code == 0, run.err
+    text = " ".join((run.out + run.err).split())
+    assert "--adapt: 1 step(s)" in text and ("used:" in text or "not used:" in text)
+    assert (tmp_path / "o.png").is_file()
+
+
+def test_pd_auto_and_pd_2_agree_on_a_camera_jpeg(n2n: Callable[..., Run], real_jpegs: Path, tmp_path: Path) -> None:
+    from n2ncli.io.image import read_image
+
+    photo = next(real_jpegs.iterdir())
+    for pd in ("auto", "2", "1"):
+        assert n2n("denoise", photo, "-o", tmp_path / f"{pd}.png", "--pd", pd, "-m", "srgb-gaussian5-50").code == 0
+    auto, two, one = (read_image(tmp_path / f"{pd}.png").pixels for pd in ("auto", "2", "1"))
+    assert np.array_equal(auto, two)
+    assert not np.array_equal(auto, one)

@@ -90,15 +90,26 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--supervised", action="store_true")
     ap.add_argument("--ship", action="store_true", help="write the finished model into the package (n2ncli/models)")
+    ap.add_argument("--from-checkpoint", action="store_true",
+                    help="write the model from the run's last checkpoint now (a run stopped before --steps)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     config = config_for(args)
-    images = load_training_images(list_images(args.data), read_pixels, 3)
+    images = None if args.from_checkpoint else load_training_images(list_images(args.data), read_pixels, 3)
     run_dir = ROOT / "runs" / args.name
     run_dir.mkdir(parents=True, exist_ok=True)
     blind = find_model("srgb-gaussian5-50")
     init = build_model(blind).state_dict()
-    if args.supervised:
+    if args.from_checkpoint:
+        from n2ncli.nets.unet import UNet
+
+        state = load_checkpoint(run_dir / "checkpoint.pt")
+        model = UNet(3)
+        model.load_state_dict(state["model"])
+        model, seconds, loss = model.eval(), float(state["elapsed"]), float("nan")
+        config = TrainConfig.from_dict(state["config"])
+        done_steps = int(state["step"])
+    elif args.supervised:
         model, seconds, loss = supervised(config, images, run_dir, init)
     else:
         resume = (run_dir / "checkpoint.pt").exists()
@@ -111,17 +122,21 @@ def main() -> None:
         result = train(config, images, device=torch.device("cpu"), run_dir=run_dir, resume=resume,
                        init_state=init, on_progress=progress, extra={"init": blind.name})
         model, seconds, loss = result.model, result.seconds, result.final_loss
+    if not args.from_checkpoint:
+        done_steps = config.steps
     training = {
         "dataset": "cbsd432 (432 clean colour images) with synthetic camera noise (n2ncli.synthesis)",
         "noise": "camera", "method": "supervised (clean target; reference only)" if args.supervised else
         "Neighbor2Neighbor, g2 from an independent second draw of the same camera and ISO; f(y) "
-        "in the regulariser through PD2, as inference", "pd": 2, "steps": config.steps,
+        "in the regulariser through PD2, as inference", "pd": 2, "steps": done_steps,
+        "steps_planned": config.steps, "lr_schedule_note": f"cosine over {config.steps} steps, stopped at {done_steps}",
         "batch_size": config.batch_size, "crop": config.crop, "lr": config.lr, "lr_schedule": "cosine",
         "gamma": "0 -> 2.0 linear", "init": blind.name, "device": "cpu (2-core AMD EPYC, shared)",
         "threads": args.threads, "precision": "fp32", "seconds": round(seconds, 1), "final_loss": loss,
-        "crops_seen": config.steps * config.batch_size,
-        "command": f"python bench/train_camera.py --steps {args.steps} --threads {args.threads}"
-                   + (" --supervised" if args.supervised else "") + f" --name {args.name}",
+        "crops_seen": done_steps * config.batch_size,
+        "command": f"python bench/train_camera.py --steps {config.steps} --threads {args.threads}"
+                   + (" --supervised" if args.supervised else "") + f" --name {args.name}"
+                   + (" (stopped; then --from-checkpoint --ship)" if done_steps < config.steps else ""),
     }
     root = SHIPPED_DIR if args.ship else run_dir / "models"
     record = save_model(args.name, model, kind="srgb", noise="camera", training=training, root=root,

@@ -301,6 +301,7 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
         steps=steps, batch_size=global_batch, crop=request.crop, lr=lr,
         gamma_end=gamma_end, gamma_constant=request.gamma_constant, sampler=request.sampler,
         noise=request.noise, seed=request.seed, channels=channels, kind=kind, pd=stride,
+        clip_aware=kind == "srgb" and not request.noise and not (saved and "clip_aware" not in saved["config"]),
         precision=request.precision, compile=request.compile, checkpoint_every=request.checkpoint_every,
     )
     held: tuple[np.ndarray, ...] = ()
@@ -341,6 +342,7 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
                           "the warm-start model" if init_state is not None else "the noisy input")
         training["held_out"] = [str(p) for p in data.images.paths if p not in images.paths]
     training["pd"] = stride
+    training["clip_aware"] = config.clip_aware
 
     def store() -> ModelRecord:
         extra = {"pd": stride, **({"self_check": check.to_json()} if check else {})}

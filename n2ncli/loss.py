@@ -45,14 +45,16 @@ class LossTerms:
 
 def n2n_loss(model: nn.Module, noisy: torch.Tensor, gamma: float, *, sampler: str = "random",
              generator: torch.Generator | Sequence[torch.Generator] | None = None,
-             target: torch.Tensor | None = None, full_stride: int = 1) -> LossTerms:
+             target: torch.Tensor | None = None, full_stride: int = 1, clip_aware: bool = False) -> LossTerms:
     """L = |f(g1 y) - g2 y|^2 + gamma |f(g1 y) - g2 y - (g1 f(y) - g2 f(y))|^2 (means).
 
     ``noisy`` is NxCxHxW (H, W even). f(y) runs without gradient, as in the paper; the same
     neighbour masks serve both terms. ``target``: a second, independent noisy draw of the same
     clean images (synthetic noise only); g2 is then taken from it, so noise correlated between
     neighbours is no longer predictable from g1. ``full_stride`` computes f(y) through
-    pixel-shuffle sub-images of that stride, as inference with ``--pd`` does.
+    pixel-shuffle sub-images of that stride, as inference with ``--pd`` does. ``clip_aware``
+    leaves out targets at the ends of the range (within half an 8-bit step of 0 or 1): a clipped
+    pixel's noise is not zero-mean, and a network that predicts it learns to darken highlights.
     """
     n, _, h, w = noisy.shape
     positions = draw_pair_indices(n, h, w, mode=sampler, generator=generator, device=noisy.device)
@@ -64,6 +66,13 @@ def n2n_loss(model: nn.Module, noisy: torch.Tensor, gamma: float, *, sampler: st
         f1, f2 = subsample_pair(full, positions)
     pred = model(g1)
     diff = pred.float() - g2.float()
-    rec = diff.square().mean()
-    reg = (diff - (f1.float() - f2.float())).square().mean()
+    if clip_aware:
+        margin = 0.5 / 255
+        keep = ((g2 > margin) & (g2 < 1 - margin)).float()
+        share = keep.mean().clamp(min=1e-6)
+        rec = (diff.square() * keep).mean() / share
+        reg = ((diff - (f1.float() - f2.float())).square() * keep).mean() / share
+    else:
+        rec = diff.square().mean()
+        reg = (diff - (f1.float() - f2.float())).square().mean()
     return LossTerms(rec + gamma * reg, rec.detach(), reg.detach())

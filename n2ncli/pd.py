@@ -86,6 +86,8 @@ class PixelShufflePredictor:
         self.channels = inner.channels
 
     def __getattr__(self, name: str):  # noqa: ANN204 - provider, bytes_per_pixel... of the backend
+        if name == "inner":  # not set yet (copying): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -199,6 +201,8 @@ class PdSelector:
         self.channels = inner.channels
 
     def __getattr__(self, name: str):  # noqa: ANN204 - provider, bytes_per_pixel... of the backend
+        if name == "inner":  # not set yet (copying): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def choice(self, image: np.ndarray) -> tuple[Predictor, int]:

@@ -60,6 +60,7 @@ class TrainConfig:
     pd: int = 1  # pixel-shuffle stride: each crop trains as its pd*pd sub-images (n2ncli.pd)
     target: str = "same"  # same: g2 from the input itself (the paper); independent: from a second noise draw
     full_pd: int = 1  # stride of f(y) in the regulariser (as the model's inference --pd)
+    clip_aware: bool = False  # leave clipped target pixels out of the loss (8-bit photos)
     noise: str | None = None  # None: the images are already noisy (the default use)
     seed: int = 0
     channels: int = 3
@@ -312,7 +313,8 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
                 with contextlib.nullcontext() if ddp is None or last else ddp.no_sync():
                     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                         terms = n2n_loss(net, noisy, gamma, sampler=config.sampler, generator=gens,
-                                         target=second, full_stride=config.full_pd)
+                                         target=second, full_stride=config.full_pd,
+                                         clip_aware=config.clip_aware)
                     weight = x.shape[0] / per_rank
                     (terms.total * weight).backward()
                 loss_sum += float(terms.total.detach()) * weight

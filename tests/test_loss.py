@@ -157,3 +157,18 @@ def test_full_stride_computes_f_of_y_through_pd_sub_images() -> None:
     plain = n2n_loss(identity, noisy, 2.0, generator=torch.Generator().manual_seed(2))
     pd = n2n_loss(identity, noisy, 2.0, generator=torch.Generator().manual_seed(2), full_stride=2)
     assert torch.allclose(plain.total, pd.total)  # split then merge of an identity is the identity
+
+
+def test_clip_aware_loss_leaves_out_clipped_targets() -> None:
+    def identity(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    noisy = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    clipped = noisy.clone()
+    clipped[..., :8, :] = 1.0  # a blown-out top half: its targets say nothing about the noise
+    a = n2n_loss(identity, noisy, 1.0, generator=torch.Generator().manual_seed(3), clip_aware=True)
+    b = n2n_loss(identity, clipped, 1.0, generator=torch.Generator().manual_seed(3), clip_aware=True)
+    c = n2n_loss(identity, clipped, 1.0, generator=torch.Generator().manual_seed(3))
+    assert float(b.reconstruction) > 0  # only the unclipped half counts, as a mean over it
+    assert float(c.reconstruction) < float(b.reconstruction)  # plain: the zero-difference clipped half dilutes it
+    assert torch.isfinite(a.total)

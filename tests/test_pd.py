@@ -12,7 +12,7 @@ from identity import Identity
 from PIL import Image
 
 from n2ncli.errors import ConfigError
-from n2ncli.pd import (CORRELATED, PixelShufflePredictor, choose_stride, merge, noise_correlation, split,
+from n2ncli.pd import (CORRELATED, PdSelector, PixelShufflePredictor, choose_stride, merge, noise_correlation, split,
                        split_torch)
 
 
@@ -100,3 +100,27 @@ def test_real_camera_jpegs_are_correlated_and_choose_pd2(shared_data: Path) -> N
 def test_tiny_images_measure_as_uncorrelated() -> None:
     assert noise_correlation(np.zeros((8, 8, 3), np.float32)) == 0.0
     assert choose_stride(np.zeros((8, 8, 3), np.float32)) == 1
+
+
+def test_wrappers_copy_and_forward_backend_attributes() -> None:
+    import copy
+
+    inner = Identity()
+    inner.bytes_per_pixel = 1234
+    for wrapper in (PixelShufflePredictor(inner, 2), PdSelector(inner, None)):
+        assert wrapper.bytes_per_pixel == 1234
+        assert copy.deepcopy(wrapper).bytes_per_pixel == 1234
+
+
+def test_selector_sends_correlated_images_to_the_real_photo_model(shared_data: Path) -> None:
+    from n2ncli.io.image import read_image
+
+    real = read_image(next((shared_data / "real-pairs").glob("*_real.JPG"))).to_float()[:128, :128]
+    flat = np.full((128, 128, 3), 0.5, np.float32)
+    flat += np.random.default_rng(0).normal(0, 0.05, flat.shape).astype(np.float32)
+    blind, camera = Identity(), Identity()
+    selector = PdSelector(blind, None, 2, camera, 3)
+    assert selector.choice(real) == (camera, 3)
+    assert selector.choice(flat) == (blind, 1)
+    assert PdSelector(blind, 2, 3, camera).choice(flat) == (blind, 2)  # --pd fixed, model still per image
+    assert PdSelector(blind, None, 3).choice(real) == (blind, 3)

@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--camera", default="srgb-camera", help="the real-photo model ('' to leave out)")
     ap.add_argument("--fit-steps", type=int, default=0)
     ap.add_argument("--adapt-steps", type=int, default=0)
-    ap.add_argument("--methods", default="", help="only these methods (comma-separated names)")
+    ap.add_argument("--methods", default="", help="only these methods (names separated by ;)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pairs = [(n, read_image(a).to_float(), read_image(b).pixels) for n, a, b in find_pairs(args.pairs)]
@@ -53,6 +53,7 @@ def main() -> None:
         camera = TorchPredictor(build_model(record))
         methods[f"{record.name}, plain"] = camera
         methods[f"{record.name}, --pd auto"] = PdSelector(camera, None, trained_stride(record))
+        methods[f"{record.name}, PD2 + 0.25 plain"] = PixelShufflePredictor(camera, 2, blend=0.25)
     if args.bm3d:
         from n2ncli.baselines import BM3D, bm3d_available
 
@@ -71,7 +72,7 @@ def main() -> None:
         init = find_model(args.camera) if args.camera else blind_record
         methods[f"--adapt {args.adapt_steps}"] = PdSelector(TorchPredictor(done.model), None, trained_stride(init))
     if args.methods:
-        wanted = set(args.methods.split(","))
+        wanted = set(args.methods.split(";"))
         methods = {k: v for k, v in methods.items() if k in wanted}
     rows: list[dict[str, object]] = []
     for name, noisy, clean in pairs:

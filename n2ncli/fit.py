@@ -103,6 +103,8 @@ def choose_training_stride(request: FitRequest, kind: str, images: LoadedImages 
     values = [noise_correlation(read_image(images.paths[i]).to_float()) for i in sorted(set(picks))]
     c = float(np.median(values))
     stride = CORRELATED_STRIDE if c > CORRELATED else 1
+    if stride > 1 and request.crop // stride < 32:  # sub-images under the U-Net's 32 px
+        return 1, f"noise correlation {c:.2f}, but --crop {request.crop} is too small for PD{stride}"
     return stride, f"noise correlation {c:.2f} ({'>' if stride > 1 else '<='} {CORRELATED})"
 
 
@@ -337,7 +339,7 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
     }
     metrics = {"val_psnr": round(result.val_psnr, 3)} if result.val_psnr is not None else {}
     check = None
-    if held and before is not None:
+    if held and before is not None and math.isfinite(before):
         check = SelfCheck(len(held), before, held_out_loss(result.model, held, config),
                           "the warm-start model" if init_state is not None else "the noisy input")
         training["held_out"] = [str(p) for p in data.images.paths if p not in images.paths]

@@ -20,7 +20,7 @@ from n2ncli.data import LoadedImages
 from n2ncli.errors import ConfigError
 from n2ncli.fit import WARM_START_LR
 from n2ncli.nets.unet import UNet
-from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, noise_correlation
+from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation
 from n2ncli.selfcheck import SelfCheck, held_out_loss
 from n2ncli.train import Progress, TrainConfig, train
 
@@ -44,11 +44,12 @@ class Adapted:
 
 
 def adapt(model: UNet, images: Sequence[np.ndarray], steps: int, *, max_seconds: float | None = None,
-          device: torch.device | str = "cpu", seed: int = 0,
+          device: torch.device | str = "cpu", seed: int = 0, correlation: float | None = None,
           on_progress: Callable[[Progress], None] | None = None) -> Adapted:
     """Fine-tune a copy of sRGB ``model`` on HxWx3 float ``images`` in [0,1] for up to ``steps``.
 
-    Stops after ``max_seconds`` if given. Returns the fine-tuned network when it lowered the
+    Stops after ``max_seconds`` if given. ``correlation``: the photos' median noise
+    correlation when the caller has measured it already. Returns the fine-tuned network when it lowered the
     self-supervised loss on the images, else ``model`` itself.
     """
     if steps < 1:
@@ -57,7 +58,8 @@ def adapt(model: UNet, images: Sequence[np.ndarray], steps: int, *, max_seconds:
         raise ConfigError("--adapt fine-tunes sRGB models only")
     arrays = tuple(np.ascontiguousarray((np.clip(img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2], 0, 1)
                                          * 65535 + 0.5).astype(np.uint16).transpose(2, 0, 1)) for img in images)
-    correlation = float(np.median([noise_correlation(img) for img in images]))
+    if correlation is None:
+        correlation = median_correlation(images)
     stride = CORRELATED_STRIDE if correlation > CORRELATED else 1
     data = LoadedImages(arrays, tuple(Path(f"input-{i}") for i in range(len(arrays))), (), 65535.0)
     config = TrainConfig(steps=steps, batch_size=ADAPT_BATCH, crop=min(ADAPT_CROP, _largest_crop(arrays, stride)),
@@ -89,9 +91,11 @@ def adapt_to_files(model: UNet | Callable[[bool], UNet], sources: Sequence[Path]
     picks = sorted({int(i) for i in np.linspace(0, len(sources) - 1, min(MAX_IMAGES, len(sources)))})
     images = [read_image(sources[i]).to_float() for i in picks]
     images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
+    correlation = median_correlation(images)
     if not isinstance(model, UNet):
-        model = model(float(np.median([noise_correlation(img) for img in images])) > CORRELATED)
-    return adapt(model, images, steps, max_seconds=minutes * 60, device=device, on_progress=on_progress)
+        model = model(correlation > CORRELATED)
+    return adapt(model, images, steps, max_seconds=minutes * 60, device=device, correlation=correlation,
+                 on_progress=on_progress)
 
 
 def _largest_crop(arrays: Sequence[np.ndarray], stride: int) -> int:

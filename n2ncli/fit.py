@@ -26,7 +26,7 @@ from n2ncli.errors import CheckpointError, ConfigError, DatasetError, ModelNotFo
 from n2ncli.io.image import IMAGE_EXTENSIONS, list_images, read_image
 from n2ncli.io.raw import RAW_EXTENSIONS, TRAIN_FLOOR, is_raw, read_packed, read_training_raw
 from n2ncli.noise import parse_noise
-from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, noise_correlation, parse_pd
+from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, parse_pd
 from n2ncli.selfcheck import SelfCheck, held_out_loss, split_held_out
 from n2ncli.store import (ModelRecord, check_name, default_model, find_model, load_state, models_dir,
                           runs_dir, save_model)
@@ -100,8 +100,7 @@ def choose_training_stride(request: FitRequest, kind: str, images: LoadedImages 
     if kind == "raw" or request.noise:
         return 1, "raw mosaics" if kind == "raw" else "synthetic noise is independent per pixel"
     picks = np.linspace(0, len(images.paths) - 1, min(8, len(images.paths))).astype(int)
-    values = [noise_correlation(read_image(images.paths[i]).to_float()) for i in sorted(set(picks))]
-    c = float(np.median(values))
+    c = median_correlation(read_image(images.paths[i]).to_float() for i in sorted(set(picks)))
     stride = CORRELATED_STRIDE if c > CORRELATED else 1
     if stride > 1 and request.crop // stride < 32:  # sub-images under the U-Net's 32 px
         return 1, f"noise correlation {c:.2f}, but --crop {request.crop} is too small for PD{stride}"

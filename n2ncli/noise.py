@@ -86,12 +86,9 @@ class NoiseSpec:
         """Two independent noisy draws of each image of ``clean`` with the same level (and, for
         ``camera``, the same camera, ISO and file settings): one generator per image."""
         if self.kind == "camera":
-            from n2ncli.synthesis import CameraParams, camera_pair
+            from n2ncli.synthesis import CameraParams, camera_files
 
-            pairs = []
-            for i, g in enumerate(generators):
-                p = CameraParams.draw(g)
-                pairs.append((camera_pair(clean[i:i + 1], p, g)[0], camera_pair(clean[i:i + 1], p, g)[0]))
+            pairs = [camera_files(clean[i:i + 1], CameraParams.draw(g), g, 2) for i, g in enumerate(generators)]
             return torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs])
         if self.kind != "gaussian" or self.lo != self.hi:
             raise ConfigError(f"independent targets are made for camera and fixed Gaussian noise, not {self.name}")

@@ -70,7 +70,18 @@ def merge_torch(sub, stride: int):  # noqa: ANN001, ANN201
     return full.reshape(n, c, h * stride, w * stride)
 
 
-class PixelShufflePredictor:
+class _Forwarding:
+    """A predictor wrapper that answers for its backend (provider, bytes_per_pixel...)."""
+
+    inner: Predictor
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        if name == "inner":  # not set yet (copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+class PixelShufflePredictor(_Forwarding):
     """Wraps any predictor: denoise the ``s**2`` stride-``s`` sub-images, then interleave them back.
 
     ``blend`` in [0, 1] mixes in the plain (stride 1) output of the same predictor: the PD output
@@ -85,10 +96,6 @@ class PixelShufflePredictor:
         self.blend = blend
         self.channels = inner.channels
 
-    def __getattr__(self, name: str):  # noqa: ANN204 - provider, bytes_per_pixel... of the backend
-        if name == "inner":  # not set yet (copying): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         n, h, w, _ = batch.shape
@@ -166,6 +173,11 @@ CORRELATED = 0.45
 CORRELATED_STRIDE = 2
 
 
+def median_correlation(images) -> float:  # noqa: ANN001 - a sequence of HxWxC arrays
+    """The median :func:`noise_correlation` of several photos: one decision for a folder."""
+    return float(np.median([noise_correlation(img) for img in images]))
+
+
 def choose_stride(image: np.ndarray, correlated_stride: int = CORRELATED_STRIDE) -> int:
     """``--pd auto``: ``correlated_stride`` when the image's noise is correlated
     (``noise_correlation`` > CORRELATED), else 1."""
@@ -182,7 +194,7 @@ def parse_pd(text: str | int) -> int | None:
         raise ConfigError(f"--pd must be auto or one of {', '.join(map(str, STRIDES))}, got {text!r}") from None
 
 
-class PdSelector:
+class PdSelector(_Forwarding):
     """``--pd`` (and the model) for a whole run, decided per image from its noise.
 
     ``stride`` None is auto: images whose noise is correlated (:func:`noise_correlation` >
@@ -200,10 +212,6 @@ class PdSelector:
         self.correlated_with = correlated_with or self.correlated_stride  # the stride of ``correlated``
         self.channels = inner.channels
 
-    def __getattr__(self, name: str):  # noqa: ANN204 - provider, bytes_per_pixel... of the backend
-        if name == "inner":  # not set yet (copying): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def choice(self, image: np.ndarray) -> tuple[Predictor, int]:
         """The predictor and stride for ``image``."""

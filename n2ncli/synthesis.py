@@ -289,9 +289,25 @@ def camera_pair(clean: torch.Tensor, p: CameraParams,
     neither quantised nor compressed (its in-camera noise reduction is applied too): what a perfect denoiser of this camera's file would return.
     """
     mosaic = unprocess(clean, p)
-    reference = sharpen(camera_nr(develop(mosaic, p), p), p.sharpen).clamp(0, 1)
-    noisy = encode(sharpen(camera_nr(develop(sensor_noise(mosaic, p, generator), p), p), p.sharpen), p)
-    return noisy, reference
+    reference = _engine(develop(mosaic, p), p).clamp(0, 1)
+    return _file(mosaic, p, generator), reference
+
+
+def _engine(srgb: torch.Tensor, p: CameraParams) -> torch.Tensor:
+    """The JPEG engine's own steps on a development: noise reduction, then sharpening."""
+    return sharpen(camera_nr(srgb, p), p.sharpen)
+
+
+def _file(mosaic: torch.Tensor, p: CameraParams, generator: torch.Generator | None) -> torch.Tensor:
+    """The file the camera writes for a fresh sensor-noise draw on ``mosaic``."""
+    return encode(_engine(develop(sensor_noise(mosaic, p, generator), p), p), p)
+
+
+def camera_files(clean: torch.Tensor, p: CameraParams, generator: torch.Generator | None, count: int) -> list[torch.Tensor]:
+    """``count`` noisy files of one 1x3xHxW image by the same camera, with independent sensor noise
+    (one unprocessing shared by all)."""
+    mosaic = unprocess(clean, p)
+    return [_file(mosaic, p, generator) for _ in range(count)]
 
 
 def camera_noise(clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -30,7 +30,9 @@ _CAMERA_PATTERN = re.compile(r"^poisson-gaussian:([0-9.e+-]+),([0-9.e+-]+)$")
 class NoiseSpec:
     """Gaussian (level = sigma on 0-255) or Poisson (level = lambda), fixed if lo == hi;
     or poisson-gaussian with shot gain ``lo`` (= ``hi``) and read-noise variance ``read``;
-    or camera (levels unused: each image draws its own camera and ISO)."""
+    or camera (levels unused: each image draws its own camera and ISO);
+    or sensor (linear raw values, e.g. packed mosaics: each image draws its own shot and read
+    variance from Brooks et al.'s calibration, ``n2ncli.synthesis.draw_sensor``)."""
 
     kind: str
     lo: float
@@ -41,8 +43,8 @@ class NoiseSpec:
     def name(self) -> str:
         def fmt(v: float) -> str:
             return f"{v:.12g}"
-        if self.kind == "camera":
-            return "camera"
+        if self.kind in ("camera", "sensor"):
+            return self.kind
         if self.kind == "poisson-gaussian":
             return f"poisson-gaussian:{fmt(self.lo)},{fmt(self.read)}"
         level = fmt(self.lo) if self.lo == self.hi else f"{fmt(self.lo)}-{fmt(self.hi)}"
@@ -71,6 +73,10 @@ class NoiseSpec:
             from n2ncli.synthesis import camera_noise
 
             return torch.cat([camera_noise(clean[i:i + 1], generator) for i in range(n)])
+        if self.kind == "sensor":
+            from n2ncli.synthesis import draw_sensor, heteroscedastic
+
+            return torch.cat([heteroscedastic(clean[i:i + 1], *draw_sensor(generator), generator) for i in range(n)])
         if self.kind == "poisson-gaussian":
             shot = torch.poisson(clean.clamp(min=0) / self.lo, generator=generator) * self.lo
             read = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
@@ -90,12 +96,25 @@ class NoiseSpec:
 
             pairs = [camera_files(clean[i:i + 1], CameraParams.draw(g), g, 2) for i, g in enumerate(generators)]
             return torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs])
+        if self.kind == "sensor":
+            from n2ncli.synthesis import draw_sensor, heteroscedastic
+
+            draws = []
+            for i, g in enumerate(generators):
+                x, level = clean[i:i + 1], draw_sensor(g)
+                draws.append((heteroscedastic(x, *level, g), heteroscedastic(x, *level, g)))
+            return torch.cat([a for a, _ in draws]), torch.cat([b for _, b in draws])
         if self.kind != "gaussian" or self.lo != self.hi:
-            raise ConfigError(f"independent targets are made for camera and fixed Gaussian noise, not {self.name}")
+            raise ConfigError(f"independent targets are made for camera, sensor and fixed Gaussian noise, not {self.name}")
         return self.apply(clean, generators), self.apply(clean, generators)
 
     def apply_numpy(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Noisy float32 copy of an HxWxC ``clean`` in [0,1] drawn from ``rng`` (evaluation)."""
+        if self.kind == "sensor":
+            from n2ncli.synthesis import draw_sensor, heteroscedastic
+
+            g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            return heteroscedastic(torch.from_numpy(clean.astype(np.float32)), *draw_sensor(g), g).numpy()
         if self.kind == "camera":
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
             t = torch.from_numpy(np.ascontiguousarray(clean.transpose(2, 0, 1), dtype=np.float32))[None]
@@ -116,8 +135,8 @@ class NoiseSpec:
 
 def parse_noise(text: str) -> NoiseSpec:
     """Parse a noise name; ConfigError quoting the bad value otherwise."""
-    if text.strip().lower() == "camera":
-        return NoiseSpec("camera", 0.0, 0.0)
+    if text.strip().lower() in ("camera", "sensor"):
+        return NoiseSpec(text.strip().lower(), 0.0, 0.0)
     camera = _CAMERA_PATTERN.match(text.strip().lower())
     if camera:
         try:
@@ -130,7 +149,7 @@ def parse_noise(text: str) -> NoiseSpec:
     m = _PATTERN.match(text.strip().lower())
     if not m:
         raise ConfigError(
-            f"unknown noise {text!r}: use one of {', '.join(PRESETS)}, camera, gaussian:SIGMA, poisson:LAMBDA "
+            f"unknown noise {text!r}: use one of {', '.join(PRESETS)}, camera, sensor, gaussian:SIGMA, poisson:LAMBDA "
             "or poisson-gaussian:A,B")
     kind, lo_s, hi_s = m.groups()
     try:

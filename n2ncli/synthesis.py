@@ -97,7 +97,7 @@ class CameraParams:
         if shot is None:
             lo, hi = math.log(SHOT_RANGE[0]), math.log(SHOT_RANGE[1])
             shot = math.exp(lo + (hi - lo) * u[0])
-        read = math.exp(READ_SLOPE * math.log(shot) + READ_INTERCEPT + READ_SPREAD * z[0])
+        read = read_for(shot, z[0])
         jpeg, acc = JPEG_CHOICES[-1][0], 0.0
         for name, p in JPEG_CHOICES:
             acc += p
@@ -185,9 +185,36 @@ def unprocess(srgb: torch.Tensor, p: CameraParams) -> torch.Tensor:
 
 def sensor_noise(mosaic: torch.Tensor, p: CameraParams, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mosaic + Gaussian noise of variance ``shot * x + read`` (the heteroscedastic sensor model)."""
-    var = p.shot * mosaic.clamp(min=0) + p.read
-    noise = torch.randn(mosaic.shape, generator=generator, dtype=mosaic.dtype, device=mosaic.device)
-    return mosaic + noise * var.sqrt()
+    return heteroscedastic(mosaic, p.shot, p.read, generator)
+
+
+def heteroscedastic(x: torch.Tensor, shot: float, read: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``x`` + Gaussian noise of variance ``shot * max(x, 0) + read`` (any shape, linear values)."""
+    var = shot * x.clamp(min=0) + read
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return x + noise * var.sqrt()
+
+
+def draw_sensor(generator: torch.Generator | None = None) -> tuple[float, float]:
+    """(shot, read) of one exposure from Brooks et al.'s calibration (``SHOT_RANGE``, read from shot)."""
+    dev = generator.device if generator is not None else "cpu"
+    u = float(torch.rand(1, generator=generator, dtype=torch.float64, device=dev))
+    z = float(torch.randn(1, generator=generator, dtype=torch.float64, device=dev))
+    lo, hi = math.log(SHOT_RANGE[0]), math.log(SHOT_RANGE[1])
+    shot = math.exp(lo + (hi - lo) * u)
+    return shot, read_for(shot, z)
+
+
+def read_for(shot: float, z: float = 0.0) -> float:
+    """Read-noise variance that goes with ``shot`` (``z``: standard deviations off the calibration line)."""
+    return math.exp(READ_SLOPE * math.log(shot) + READ_INTERCEPT + READ_SPREAD * z)
+
+
+def packed_mosaic(srgb: torch.Tensor, p: CameraParams) -> torch.Tensor:
+    """1x3xHxW sRGB (H, W even) -> 1x4xH/2xW/2 clean camera mosaic in R, G1, G2, B order
+    (``n2ncli.bayer``'s canonical packing): what a raw model is trained on."""
+    m = unprocess(srgb, p)
+    return torch.cat([m[..., 0::2, 0::2], m[..., 0::2, 1::2], m[..., 1::2, 0::2], m[..., 1::2, 1::2]], dim=1)
 
 
 # ----------------------------------------------------------------------------- demosaic

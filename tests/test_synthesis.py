@@ -114,3 +114,34 @@ def test_camera_is_a_noise_spec_for_training_and_evaluation() -> None:
     odd = np.random.default_rng(0).random((31, 45, 3), dtype=np.float32)  # odd sizes: padded, cropped back
     out = spec.apply_numpy(odd, np.random.default_rng(1))
     assert out.shape == odd.shape and out.dtype == np.float32
+
+
+def test_packed_mosaic_is_the_unprocessed_mosaic_in_canonical_order(kodak_crop) -> None:  # noqa: ANN001
+    """R, G1, G2, B planes of the RGGB mosaic: what the raw model sees from a real camera's pack()."""
+    from n2ncli.bayer import pack
+    from n2ncli.synthesis import packed_mosaic
+
+    srgb = torch.from_numpy(kodak_crop(0, 0, 64, 96).astype(np.float32) / 255).permute(2, 0, 1)[None]
+    p = CameraParams.draw(torch.Generator().manual_seed(5))
+    mosaic = unprocess(srgb, p)[0, 0].numpy()
+    packed = packed_mosaic(srgb, p)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(packed, pack(mosaic, "RGGB")[0])
+    # camera-linear, white balance undone: green is the strongest channel, as in real raws
+    means = packed.reshape(-1, 4).mean(axis=0)
+    assert means[1] > means[0] and means[2] > means[3] and abs(means[1] - means[2]) < 0.01
+
+
+def test_sensor_noise_spec_draws_one_exposure_per_image_and_two_independent_draws() -> None:
+    spec = parse_noise("sensor")
+    clean = torch.full((2, 4, 64, 64), 0.25)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    a, b = spec.apply_twice(clean, gens)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    again = spec.apply(clean, gens)
+    np.testing.assert_array_equal(a.numpy(), again.numpy())  # the first draw is the plain draw
+    var_a, var_b = (a - clean).var(dim=(1, 2, 3)), (b - clean).var(dim=(1, 2, 3))
+    assert torch.allclose(var_a, var_b, rtol=0.1)  # the same exposure for both draws of an image
+    assert not torch.allclose(var_a[0], var_a[1], rtol=0.1)  # each image its own
+    corr = np.corrcoef((a - clean).flatten(), (b - clean).flatten())[0, 1]
+    assert abs(corr) < 0.02  # independent noise
+    assert spec.name == "sensor" and (a < 0.25 - 1e-3).any()  # not clipped: raw keeps values below black

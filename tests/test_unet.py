@@ -137,3 +137,19 @@ def test_inference_without_grad_equals_the_graded_forward_and_keeps_the_input() 
         fast = net(x)
     assert torch.equal(fast, graded.detach())
     assert torch.equal(x, kept)
+
+
+def test_bayer_from_rgb_keeps_what_the_rgb_network_computes() -> None:
+    """The 4-channel warm start: R, G, G, B in gives the RGB network's R, G, B out (twice G)."""
+    from n2ncli.nets.unet import bayer_from_rgb
+
+    torch.manual_seed(0)
+    rgb = UNet(3).eval()
+    bayer = UNet(4).eval()
+    bayer.load_state_dict(bayer_from_rgb(rgb.state_dict()))
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        y = rgb(x)
+        y4 = bayer(torch.cat([x[:, :1], x[:, 1:2], x[:, 1:2], x[:, 2:]], dim=1))
+    torch.testing.assert_close(y4[:, [0, 1, 3]], y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(y4[:, 2], y4[:, 1])

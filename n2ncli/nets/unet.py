@@ -145,3 +145,25 @@ def gflop_per_megapixel(in_channels: int = 3) -> float:
         macs = m.in_channels * m.out_channels * math.prod(m.kernel_size)
         flops += 2 * macs * 1e6 / 4**level
     return flops / 1e9
+
+
+def bayer_from_rgb(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A 3->3 U-Net's weights as a 4->4 one for packed R, G1, G2, B mosaics (a warm start).
+
+    The packed mosaic is a half-size RGB image with green seen twice: each green input weight is
+    split between G1 and G2 (so G1 = G2 = G gives the same features), and the green output row
+    is copied to both. Every other layer is kept as it is.
+    """
+    out = dict(state)
+
+    def split_inputs(w: torch.Tensor, first: int) -> torch.Tensor:  # input channels first..first+2 are R, G, B
+        r, g, b = w[:, first], w[:, first + 1], w[:, first + 2]
+        return torch.cat([w[:, :first], torch.stack([r, g / 2, g / 2, b], dim=1), w[:, first + 3:]], dim=1)
+
+    out["enc_conv0.weight"] = split_inputs(state["enc_conv0.weight"], 0)
+    skip = state["dec_conv1a.weight"]
+    out["dec_conv1a.weight"] = split_inputs(skip, skip.shape[1] - 3)  # the input image is concatenated last
+    w, b = state["nin_c.weight"], state["nin_c.bias"]
+    out["nin_c.weight"] = torch.cat([w[:1], w[1:2], w[1:2], w[2:]])
+    out["nin_c.bias"] = torch.cat([b[:1], b[1:2], b[1:2], b[2:]])
+    return out

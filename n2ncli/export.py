@@ -11,6 +11,7 @@ as PyTorch does (replication).
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -20,9 +21,9 @@ from torch import nn
 
 from n2ncli import __version__
 from n2ncli.errors import ConfigError, N2nError
-from n2ncli.fsutil import atomic_path
+from n2ncli.fsutil import atomic_path, atomic_write_text
 from n2ncli.nets.unet import UNet
-from n2ncli.store import ModelRecord, build_model
+from n2ncli.store import ModelRecord, build_model, sha256_file
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -113,13 +114,45 @@ def onnx_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("n2ncli", appauthor=False)) / "onnx"
 
 
-def cached_onnx(record: ModelRecord, fp16: bool = False) -> Path:
+def cached_onnx(record: ModelRecord, fp16: bool = False, notes: list[str] | None = None) -> Path:
     """The ONNX export of ``record``, made once and reused; named by the weights' sha256.
 
     The name follows the weights' hash, so retrained weights never reuse a stale export. The
-    write is atomic: concurrent runs may both export, but a reader only sees complete files.
+    cache is not trusted by name: beside each export a small JSON file records what it was made
+    from and the export's own sha256, checked on every use. A file that differs (replaced,
+    truncated, another opset) or has no such record is exported again, and ``notes`` says so.
+    Both writes are atomic: concurrent runs may both export, but a reader only sees complete
+    files, and a mismatch between them costs one more export.
     """
     path = onnx_cache_dir() / f"{record.sha256}{'-fp16' if fp16 else ''}.onnx"
-    if not path.is_file():
-        export_onnx(record, path, fp16=fp16)
+    expected = _cache_key(record, fp16)
+    why = _stale(path, expected) if path.exists() else None
+    if why is None and path.is_file():
+        return path
+    if why is not None and notes is not None:
+        notes.append(f"ONNX cache: {path.name} {why}; exported it again")
+    with atomic_path(path) as tmp:
+        export_onnx(record, tmp, opset=DEFAULT_OPSET, fp16=fp16)
+        digest = sha256_file(tmp)  # the bytes that are renamed into place, not a later reader's
+    atomic_write_text(path.with_suffix(".json"), json.dumps({**expected, "onnx_sha256": digest}, indent=2) + "\n")
     return path
+
+
+def _cache_key(record: ModelRecord, fp16: bool) -> dict[str, object]:
+    """What a cached export must have been made from to be reused."""
+    return {"weights_sha256": record.sha256, "fp16": bool(fp16), "opset": DEFAULT_OPSET}
+
+
+def _stale(path: Path, expected: dict[str, object]) -> str | None:
+    """Why the cached export at ``path`` cannot be used, or None when it is the recorded one."""
+    try:
+        saved = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "has no integrity record"
+    except (OSError, ValueError):
+        return "has an unreadable integrity record"
+    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in expected.items()):
+        return "was made from other weights or settings"
+    if not path.is_file() or sha256_file(path) != saved.get("onnx_sha256"):
+        return "does not match its recorded sha256 (changed since it was exported)"
+    return None

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,15 @@ DEFAULT_MODELS = {"srgb": "srgb-gaussian5-50", "raw": "raw-default"}
 CORRELATED_DEFAULT = "srgb-camera"
 KINDS = ("srgb", "raw")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: Channel counts the models take: grey and RGB photos (sRGB), packed RGGB mosaics (raw).
+CHANNELS = (1, 3, 4)
+#: Widest U-Net a model.json may describe (the shipped ones have 48): a huge value would only
+#: exhaust memory when the network is built.
+MAX_FEATURES = 512
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: A bare file name: no separator, no drive, not ``.``/``..``, so it always names a file inside
+#: the model folder.
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def n2n_home() -> Path:
@@ -66,6 +76,28 @@ def check_name(name: str) -> str:
     return name
 
 
+def slugify(text: str, max_len: int = 64) -> str:
+    """A model name made from ``text`` (a folder name the user did not type as a name).
+
+    Lower-case ASCII, accents dropped (``Photos-été`` -> ``photos-ete``), spaces -> ``-``
+    (``Holiday Photos`` -> ``holiday-photos``), other runs of characters -> ``-``; always passes
+    check_name. When that loses more than case, accents and spaces (``.shots``, ``北京``, a cut
+    at ``max_len``), a 6-hex hash of the text is appended, so
+    different folders keep different names; the same text always gives the same name.
+    """
+    if not 8 <= max_len <= 64:
+        raise ConfigError(f"slug length must be 8 to 64, got {max_len}")
+    text = unicodedata.normalize("NFC", text)  # macOS hands out decomposed names: hash one form
+    plain = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch)).lower()
+    slug = re.sub(r"[^a-z0-9._-]+", "-", plain.encode("ascii", "ignore").decode("ascii"))
+    slug = re.sub(r"-{2,}", "-", slug).strip("._-")
+    if slug and slug == re.sub(r" +", "-", plain) and len(slug) <= max_len:
+        return slug
+    tag = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:6]
+    head = slug[: max_len - len(tag) - 1].rstrip("._-")
+    return f"{head}-{tag}" if head else tag
+
+
 @dataclass(frozen=True)
 class ModelRecord:
     """What ``model.json`` says, plus where the model lives."""
@@ -86,6 +118,14 @@ class ModelRecord:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # read_record checks every field with the file's name in the message; this guards the
+        # two that become paths (weights file, ONNX cache entry) in records built any other way.
+        if not (isinstance(self.sha256, str) and _SHA256.fullmatch(self.sha256)):
+            raise ConfigError(f"model {self.name!r}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+        if not (isinstance(self.weights, str) and _FILE_NAME.fullmatch(self.weights)):
+            raise ConfigError(f"model {self.name!r}: weights must be a plain file name, got {self.weights!r}")
+
     @property
     def weights_path(self) -> Path:
         return self.folder / self.weights
@@ -105,25 +145,87 @@ _KNOWN_KEYS = {"format", "name", "arch", "features", "in_channels", "out_channel
                "weights", "sha256", "created", "training", "metrics"}
 
 
+def _checked_fields(data: Any) -> dict[str, Any]:
+    """The fields of a parsed model.json, each checked (its values reach paths and allocations).
+
+    Raises ValueError naming the first bad field; read_record adds the file.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+
+    def field_of(key: str, default: Any = None, required: bool = False) -> Any:
+        if key not in data:
+            if required:
+                raise ValueError(f"missing field {key!r}")
+            return default
+        return data[key]
+
+    def bad(key: str, why: str) -> ValueError:
+        return ValueError(f"field {key!r} {why}, got {data.get(key)!r}")
+
+    def integer(key: str, default: int | None, allowed: Any) -> int:
+        value = field_of(key, default, required=default is None)
+        if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+            raise bad(key, f"must be one of {allowed}" if isinstance(allowed, tuple)
+                      else f"must be an integer from {allowed.start} to {allowed.stop - 1}")
+        return value
+
+    def text(key: str, default: str | None = None) -> str:
+        value = field_of(key, default, required=default is None)
+        if not isinstance(value, str):
+            raise bad(key, "must be a string")
+        return value
+
+    name = text("name")
+    if not _NAME.fullmatch(name):
+        raise bad("name", "must be letters, digits, '.', '_' or '-' (max 64, starting with a letter or digit)")
+    if field_of("format", FORMAT) != FORMAT:
+        raise bad("format", f"must be {FORMAT} (written by another n2ncli version?)")
+    kind = text("kind")
+    if kind not in KINDS:
+        raise bad("kind", f"must be one of {KINDS}")
+    arch = text("arch", ARCH)
+    if arch != ARCH:
+        raise bad("arch", f"names an unknown architecture (this n2ncli knows {ARCH!r})")
+    sha = text("sha256")
+    if not _SHA256.fullmatch(sha):
+        raise bad("sha256", "must be 64 lowercase hex digits")
+    weights = text("weights", WEIGHTS_FILE)
+    if not _FILE_NAME.fullmatch(weights):
+        raise bad("weights", "must be a plain file name inside the model folder (no path)")
+    mappings = {}
+    for key in ("training", "metrics"):
+        mappings[key] = field_of(key, {})
+        if not isinstance(mappings[key], dict):
+            raise bad(key, "must be a JSON object")
+    return dict(
+        name=name, kind=kind, arch=arch, sha256=sha, weights=weights,
+        in_channels=integer("in_channels", None, CHANNELS), out_channels=integer("out_channels", None, CHANNELS),
+        features=integer("features", 48, range(1, MAX_FEATURES + 1)),
+        noise=str(field_of("noise", "unknown")), created=str(field_of("created", "")), **mappings,
+        extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
+    )
+
+
 def read_record(folder: Path, shipped: bool = False) -> ModelRecord:
-    """Parse ``folder/model.json``; a missing or malformed file is a ModelNotFoundError."""
+    """Parse and check ``folder/model.json``; a missing, malformed or unsafe file is a ModelNotFoundError.
+
+    Every field is checked here, once, because the rest of the code trusts the record: its
+    ``weights`` and ``sha256`` become paths (the weights file, the ONNX cache entry).
+    """
     folder = Path(folder)
     meta = folder / META_FILE
     try:
         data = json.loads(meta.read_text(encoding="utf-8"))
-        return ModelRecord(
-            name=str(data["name"]), folder=folder, kind=str(data["kind"]),
-            in_channels=int(data["in_channels"]), out_channels=int(data["out_channels"]),
-            sha256=str(data["sha256"]), noise=str(data.get("noise", "unknown")),
-            features=int(data.get("features", 48)), arch=str(data.get("arch", ARCH)),
-            weights=str(data.get("weights", WEIGHTS_FILE)), created=str(data.get("created", "")),
-            shipped=shipped, training=data.get("training", {}), metrics=data.get("metrics", {}),
-            extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
-        )
     except FileNotFoundError as exc:
         raise ModelNotFoundError(f"{folder}: no {META_FILE} (not a model folder)") from exc
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"{meta}: malformed model description ({exc})") from exc
+    try:
+        fields = _checked_fields(data)
+    except ValueError as exc:
+        raise ModelNotFoundError(f"{meta}: bad model description: {exc}") from None
+    return ModelRecord(folder=folder, shipped=shipped, **fields)
 
 
 def _records_in(root: Path, shipped: bool) -> list[ModelRecord]:

@@ -30,8 +30,11 @@ def record():
 
 @pytest.fixture(scope="module")
 def exported(record, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One fp32 export shared by the module (each export costs ~2 s of tracing)."""
-    return export_onnx(record, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    """One fp32 export shared by the module (each export costs ~2 s of tracing), made by the
+    cache so that its integrity record lies beside it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("N2N_HOME", str(tmp_path_factory.mktemp("onnx_home")))
+        return cached_onnx(record)
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +44,26 @@ def torch_predictor(record) -> TorchPredictor:
 
 @pytest.fixture
 def seeded_cache(record, exported: Path) -> Path:
-    """The module's export placed where ``cached_onnx`` looks, so tests needn't re-export."""
+    """The module's export and its integrity record placed where ``cached_onnx`` looks, so
+    tests needn't re-export."""
     target = onnx_cache_dir() / f"{record.sha256}.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(exported, target)
+    shutil.copyfile(exported.with_suffix(".json"), target.with_suffix(".json"))
     return target
+
+
+def _identity_onnx(path: Path) -> None:
+    """A valid graph with the export's input and output names that returns its input unchanged."""
+    from onnx import TensorProto, helper
+
+    dims = ["batch", 3, "height", "width"]
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "identity",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def _noisy(crop: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -81,13 +99,67 @@ def test_export_is_valid_onnx_with_metadata(exported: Path, record) -> None:
     assert dims == ["batch", 3, "height", "width"]
 
 
-def test_cached_onnx_exports_once(record, n2n_home: Path) -> None:
-    path = cached_onnx(record)
+def test_cached_onnx_exports_once_and_records_its_hash(record, n2n_home: Path) -> None:
+    import json
+
+    from n2ncli.store import sha256_file
+
+    notes: list[str] = []
+    path = cached_onnx(record, notes=notes)
     assert path == n2n_home / "cache" / "onnx" / f"{record.sha256}.onnx"
     first = path.stat().st_mtime_ns
-    assert cached_onnx(record) == path
-    assert path.stat().st_mtime_ns == first
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left behind
+    assert cached_onnx(record, notes=notes) == path
+    assert path.stat().st_mtime_ns == first and notes == []
+    saved = json.loads(path.with_suffix(".json").read_text())
+    assert saved == {"weights_sha256": record.sha256, "fp16": False, "opset": 17, "onnx_sha256": sha256_file(path)}
+    # no temp files left behind
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.with_suffix(".json").name, path.name]
+
+
+@pytest.mark.parametrize("tamper", ["identity-graph", "truncated", "no-record", "other-opset"])
+def test_a_changed_cache_entry_is_exported_again_not_run(tamper: str, record, seeded_cache: Path,
+                                                         torch_predictor, kodak_crop: Callable) -> None:
+    """A cached file replaced by another graph with the same input/output names (or cut short,
+    or without its integrity record) is never run: the predictor re-exports it and says so."""
+    import json
+
+    from n2ncli.store import sha256_file
+
+    record_file = seeded_cache.with_suffix(".json")
+    if tamper == "identity-graph":
+        _identity_onnx(seeded_cache)
+    elif tamper == "truncated":
+        seeded_cache.write_bytes(seeded_cache.read_bytes()[:1000])
+    elif tamper == "no-record":
+        record_file.unlink()
+    else:
+        record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "opset": 13}))
+    notes: list[str] = []
+    predictor = make_predictor(record, "onnx", "cpu", notes)
+    why = {"identity-graph": "does not match its recorded sha256", "truncated": "does not match its recorded sha256",
+           "no-record": "has no integrity record", "other-opset": "other weights or settings"}[tamper]
+    assert any(seeded_cache.name in n and why in n and "exported it again" in n for n in notes), notes
+    assert json.loads(record_file.read_text())["onnx_sha256"] == sha256_file(seeded_cache)
+    x = _noisy(kodak_crop(200, 300, 64, 96))[None]
+    assert np.abs(predictor.predict(x) - torch_predictor.predict(x)).max() < 1e-4
+    again: list[str] = []
+    make_predictor(record, "onnx", "cpu", again)
+    assert not any("ONNX cache" in n for n in again)  # the fresh export is trusted from then on
+
+
+def test_cli_verbose_shows_the_re_export_of_a_changed_cache_entry(tmp_path: Path, kodak_crop: Callable,
+                                                                   seeded_cache: Path, n2n) -> None:
+    from PIL import Image
+
+    _identity_onnx(seeded_cache)
+    src = tmp_path / "noisy.png"
+    noisy = np.clip(_noisy(kodak_crop(100, 100, 64, 64)) * 255 + 0.5, 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(src)
+    run = n2n("--verbose", "denoise", src, "-o", tmp_path / "out.png", "--backend", "onnx", "--device", "cpu")
+    assert run.code == 0, run.err
+    assert "exported it again" in (run.out + run.err).replace("\n", " ")
+    with Image.open(tmp_path / "out.png") as im:
+        assert np.abs(np.asarray(im).astype(int) - noisy).mean() > 2  # denoised, not passed through
 
 
 def test_cpu_provider_and_threads(exported: Path) -> None:
@@ -176,6 +248,7 @@ def test_cli_onnx_output_matches_torch(tmp_path: Path, kodak_crop: Callable, see
     assert np.abs(outs["onnx"] - outs["torch"]).max() <= 1
 
 
+@pytest.mark.slow
 def test_cli_models_export_writes_valid_onnx_and_refuses_overwrite(tmp_path: Path, record) -> None:
     target = tmp_path / "model.onnx"
     env = dict(os.environ)
@@ -230,6 +303,7 @@ def test_precision_bf16_takes_pytorch_and_onnx_refuses_it(record) -> None:
         make_predictor(record, "torch", "cpu", [], precision="int4")
 
 
+@pytest.mark.slow
 def test_compile_takes_pytorch_and_gives_the_eager_result(record, kodak_crop: Callable) -> None:  # noqa: ANN001
     """--compile runs the network through torch.compile (here its aot_eager backend: the same
     dynamo tracing and graph capture without minutes of C++ code generation on CI)."""

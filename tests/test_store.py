@@ -143,11 +143,113 @@ def test_weights_that_do_not_fit_the_description_are_incompatible() -> None:
         build_model(find_model("mine"))
 
 
-def test_unknown_architecture_is_incompatible() -> None:
+def test_unknown_architecture_is_refused_on_read() -> None:
     record = _save("mine")
     _rewrite_json(record.folder, arch="transformer")
-    with pytest.raises(IncompatibleModelError, match="transformer"):
-        build_model(find_model("mine"))
+    with pytest.raises(ModelNotFoundError, match="'arch'.*unknown architecture.*'transformer'"):
+        find_model(str(record.folder))
+
+
+# model.json values reach paths (weights file, ONNX cache entry) and allocations: each is checked on read
+@pytest.mark.parametrize(("field", "value"), [
+    ("weights", "../../../../etc/hostname"),
+    ("weights", "/etc/hostname"),
+    ("weights", ".."),
+    ("weights", "."),
+    ("weights", "sub/weights.pt"),
+    ("weights", "sub\\weights.pt"),
+    ("weights", "C:weights.pt"),
+    ("weights", ""),
+    ("weights", 7),
+    ("sha256", "../../../../tmp/x"),
+    ("sha256", "B4F64AC69B9FD173F18666BD6E18F284366DAF40514C29EFC6E530A091351320"),
+    ("sha256", "b4f64ac69b9fd173f18666bd6e18f284366daf40514c29efc6e530a09135132"),
+    ("sha256", None),
+    ("kind", "jpeg"),
+    ("in_channels", 2),
+    ("in_channels", 0),
+    ("in_channels", "3"),
+    ("in_channels", True),
+    ("out_channels", 3.0),
+    ("out_channels", -4),
+    ("features", 0),
+    ("features", 10**9),
+    ("features", "48"),
+    ("name", "../../evil"),
+    ("training", "steps=10"),
+    ("metrics", [1, 2]),
+    ("format", 2),
+])
+def test_a_bad_model_json_field_is_refused_naming_field_and_file(field: str, value: object) -> None:
+    record = _save("mine")
+    _rewrite_json(record.folder, **{field: value})
+    meta = record.folder / META_FILE
+    with pytest.raises(ModelNotFoundError) as info:
+        read_record(record.folder)
+    assert f"'{field}'" in str(info.value) and str(meta) in str(info.value)
+    with pytest.raises(ModelNotFoundError, match=f"'{field}'"):
+        find_model(str(record.folder))
+    assert "mine" not in [r.name for r in list_models()]
+
+
+def test_a_missing_required_field_is_named() -> None:
+    record = _save("mine")
+    data = json.loads((record.folder / META_FILE).read_text())
+    del data["sha256"]
+    (record.folder / META_FILE).write_text(json.dumps(data))
+    with pytest.raises(ModelNotFoundError, match="missing field 'sha256'"):
+        read_record(record.folder)
+
+
+def test_a_json_that_is_not_an_object_is_refused() -> None:
+    record = _save("mine")
+    (record.folder / META_FILE).write_text("[1, 2, 3]")
+    with pytest.raises(ModelNotFoundError, match="JSON object"):
+        read_record(record.folder)
+
+
+def test_records_built_in_code_are_checked_too() -> None:
+    record = _save("mine")
+    with pytest.raises(ConfigError, match="weights"):
+        dataclasses.replace(record, weights="../../../../etc/hostname")
+    with pytest.raises(ConfigError, match="sha256"):
+        dataclasses.replace(record, sha256="../x")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / META_FILE).is_file()))
+def test_every_shipped_model_passes_the_checks_and_loads(name: str) -> None:
+    record = read_record(SHIPPED_DIR / name, shipped=True)
+    assert record.weights_path.parent == SHIPPED_DIR / name
+    assert build_model(record).in_channels == record.in_channels
+
+
+# ----------------------------------------------------------------------------- default names
+
+
+@pytest.mark.parametrize(("text", "expected"), [("Photos-été", "photos-ete"), ("shots", "shots"),
+                                                ("Été 2024", "ete-2024"), ("Holiday  Photos", "holiday-photos"), (".shots", None), ("_raw", None),
+                                                ("北京", None), ("", None), ("x" * 100, None)])
+def test_slugify_gives_a_valid_stable_name(text: str, expected: str | None) -> None:
+    slug = store.slugify(text)
+    assert store.check_name(slug) == slug and slug.isascii() and slug == slug.lower()
+    assert store.slugify(text) == slug  # stable
+    if expected is not None:
+        assert slug == expected
+    else:  # lossy: the readable part (if any) and a 6-hex hash of the original text
+        head, _, tag = slug.rpartition("-")
+        assert len(tag) == 6 and int(tag, 16) >= 0
+        assert head == text.lower().strip("._").replace("é", "e").replace(" ", "-")[: len(head)]
+
+
+def test_slugify_keeps_different_folders_apart() -> None:
+    import unicodedata
+
+    names = ["北京", "東京", ".shots", "shots", "_shots", "Photos-été", "Photos_été", "a" * 70, "a" * 71]
+    slugs = [store.slugify(n) for n in names]
+    assert len(set(slugs)) == len(slugs), slugs
+    # one folder, two Unicode spellings (macOS hands out decomposed names): one name
+    assert store.slugify(unicodedata.normalize("NFD", "Été 2024")) == store.slugify("Été 2024")
+    assert len(store.slugify("x" * 100, max_len=48)) == 48
 
 
 def test_list_models_shows_user_models_first_then_shipped() -> None:

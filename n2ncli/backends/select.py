@@ -44,13 +44,13 @@ def _onnx(record: ModelRecord, gpu: bool, notes: list[str], device_id: int = 0) 
         have = ", ".join(import_ort().get_available_providers())
         notes.append(f"ONNX Runtime: no GPU provider in this build (have: {have}; pip install onnxruntime-gpu); using CPU")
     elif gpu:
-        predictor = OnnxPredictor(cached_onnx(record, fp16=True), record.in_channels, providers=[TENSORRT, CUDA],
-                                  device_id=device_id)
+        predictor = OnnxPredictor(cached_onnx(record, fp16=True, notes=notes), record.in_channels,
+                                  providers=[TENSORRT, CUDA], device_id=device_id)
         notes.extend(predictor.notes)
         if predictor.provider != CPU:
             return predictor
         notes.append("ONNX Runtime: no GPU provider started; using the fp32 model on CPU")
-    predictor = OnnxPredictor(cached_onnx(record), record.in_channels, providers=[CPU])
+    predictor = OnnxPredictor(cached_onnx(record, notes=notes), record.in_channels, providers=[CPU])
     notes.extend(predictor.notes)
     return predictor
 
@@ -113,8 +113,8 @@ def make_predictor(record: ModelRecord, backend: str = "auto", device: str = "au
         from n2ncli.backends.onnx import CPU, CUDA, TENSORRT, OnnxPredictor
         from n2ncli.export import cached_onnx
 
-        predictor = OnnxPredictor(cached_onnx(record, fp16=True), record.in_channels, providers=[TENSORRT, CUDA],
-                                  device_id=dev.index or 0)
+        predictor = OnnxPredictor(cached_onnx(record, fp16=True, notes=notes), record.in_channels,
+                                  providers=[TENSORRT, CUDA], device_id=dev.index or 0)
         notes.extend(predictor.notes)
         if predictor.provider != CPU:
             notes.append(f"backend auto: ONNX Runtime on {predictor.provider}")

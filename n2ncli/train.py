@@ -40,6 +40,9 @@ CHECKPOINT_FORMAT = "n2ncli-checkpoint-1"
 BOOKKEEPING = frozenset({"checkpoint_every", "checkpoint_seconds", "compile", "precision"})
 #: Decoded training sets up to this size live on the GPU (crops then cost one gather).
 DEVICE_CACHE_BYTES = 8 << 30
+#: Steps in a row whose gradients are not finite (each one skipped) before the run counts as
+#: diverged. fp16 loss scaling alone skips a few while it finds its scale.
+MAX_SKIPPED_STEPS = 20
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ class TrainResult:
     final_loss: float
     val_psnr: float | None
     history: list[tuple[int, float]] = field(default_factory=list)
+    skipped_steps: int = 0  # steps of this call whose gradients were not finite (no update made)
 
 
 @dataclass(frozen=True)
@@ -175,12 +179,18 @@ def sample_generator(seed: int, step: int, sample: int, device: torch.device) ->
 
 
 def save_checkpoint(path: Path, config: TrainConfig, model: UNet, optimizer: torch.optim.Optimizer,
-                    step: int, elapsed: float, extra: dict[str, Any], grad_ema: float | None = None) -> None:
-    """Atomic checkpoint: a kill mid-write leaves the previous one intact."""
+                    step: int, elapsed: float, extra: dict[str, Any], grad_ema: float | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> None:
+    """Atomic checkpoint: a kill mid-write leaves the previous one intact.
+
+    ``scaler``: the fp16 loss scale, so a resumed run does not search for it again (older
+    checkpoints have none; they resume with a fresh one).
+    """
     state = {
         "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "step": step, "elapsed": elapsed,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(), "extra": extra, "grad_ema": grad_ema,
+        "scaler": scaler.state_dict() if scaler is not None else None,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -196,6 +206,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an n2ncli checkpoint")
     return state
+
+
+def training_autocast(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype training uses; fp16 only on CUDA, where its loss scaler runs."""
+    amp = autocast_dtype(device, precision)
+    if amp == torch.float16 and device.type != "cuda":
+        raise ConfigError(f"--precision fp16 trains on CUDA GPUs only (float16 gradients need loss scaling); "
+                          f"on {device.type} use --precision bf16 (or fp32)")
+    return amp
 
 
 def _strip_compiled(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -224,125 +243,66 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
     fine-tune such as ``denoise --adapt``); the result then says how many steps ran.
     """
     world = world or World(device=device)
+    amp = training_autocast(device, config.precision)
     is_main = world.is_main
     report = (on_progress or (lambda p: None)) if is_main else (lambda p: None)
-    per_rank = per_process_batch(config.batch_size, world.size)
     ckpt_path = run_dir / "checkpoint.pt"
-    with torch.random.fork_rng(devices=[]):  # the init depends on the seed alone
-        torch.manual_seed(config.seed)
-        model = UNet(config.channels, init=config.net_init)
-    start_step, elapsed0, grad_ema = 0, 0.0, None
-    if resume:
-        if state is None:
-            state = world.on_main(lambda: load_checkpoint(ckpt_path))
-        saved = TrainConfig.from_dict(state["config"])
-        diff = [f.name for f in dataclasses.fields(config)
-                if f.name not in BOOKKEEPING and getattr(saved, f.name) != getattr(config, f.name)]
-        if diff:
-            raise CheckpointError(f"settings differ from the checkpoint's ({', '.join(diff)}); resume with the same options")
-        model.load_state_dict(_strip_compiled(state["model"]))
-        start_step, elapsed0 = int(state["step"]), float(state.get("elapsed", 0.0))
-        grad_ema = state.get("grad_ema")
-    elif init_state is not None:
-        model.load_state_dict(init_state)
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    if resume:
-        optimizer.load_state_dict(state["optimizer"])
-    amp = autocast_dtype(device, config.precision)
+    if resume and state is None:
+        state = world.on_main(lambda: load_checkpoint(ckpt_path))
+    run = _restore(config, device, amp, state if resume else None, init_state)
     ddp = None
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    net = model if ddp is None else ddp
+        ddp = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = run.model if ddp is None else ddp
     net = torch.compile(net) if config.compile else net
     noise = parse_noise(config.noise) if config.noise else None
+    per_rank = per_process_batch(config.batch_size, world.size)
 
-    part = RankSlice(world.rank, world.size, sharded)
-    batches = _batch_stream(config, images, device, start_step, workers, part)
+    batches = _batch_stream(config, images, device, run.start_step, workers, RankSlice(world.rank, world.size, sharded))
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     last_ckpt_time, rate, loss_value = t0, math.nan, math.nan
     history: list[tuple[int, float]] = []
     val_psnr: float | None = None
-    step = start_step
-
-    completed = start_step
+    completed = run.start_step
     stop = _GracefulStop(terminate=world.distributed)
-
-    last_saved = start_step if resume else None  # rank 0's
+    last_saved = run.start_step if resume else None  # rank 0's
 
     def checkpoint(at: int) -> None:
         nonlocal last_saved
         if is_main:
-            save_checkpoint(ckpt_path, config, model, optimizer, at, elapsed0 + time.perf_counter() - t0,
-                            extra or {}, grad_ema)
+            save_checkpoint(ckpt_path, config, run.model, run.optimizer, at, run.elapsed0 + time.perf_counter() - t0,
+                            extra or {}, run.grad_ema, run.scaler)
             last_saved = at
 
     try:
         stop.install()
-        for step in range(start_step, config.steps):
-            groups = next(batches)
+        for step in range(run.start_step, config.steps):
             lr, gamma = config.lr_at(step), config.gamma_at(step)
-            for group in optimizer.param_groups:
+            for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = rec_sum = reg_sum = 0.0
-            for k, (samples, crops) in enumerate(groups):
-                gens = [sample_generator(config.seed, step, int(i), device) for i in samples]
-                x = crops.to(device, non_blocking=True)
-                second = None
-                if config.target == "independent":
-                    noisy, second = noise.apply_twice(x, gens)
-                else:
-                    noisy = noise.apply(x, generator=gens) if noise else x
-                if config.pd > 1:  # each crop becomes its pd*pd sub-images, with its own draws
-                    if second is not None:
-                        second = pd_subimages(second, gens, config.pd)[0]
-                    noisy, gens = pd_subimages(noisy, gens, config.pd)
-                if config.channels_last:
-                    noisy = noisy.contiguous(memory_format=torch.channels_last)
-                # DDP averages the gradients once per step, after the last group (ranks may hold
-                # different numbers of crop sizes): each rank's mean loss, averaged over the ranks,
-                # is the mean over the global batch.
-                last = k == len(groups) - 1
-                with contextlib.nullcontext() if ddp is None or last else ddp.no_sync():
-                    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                        terms = n2n_loss(net, noisy, gamma, sampler=config.sampler, generator=gens,
-                                         target=second, full_stride=config.full_pd,
-                                         clip_aware=config.clip_aware)
-                    weight = x.shape[0] / per_rank
-                    (terms.total * weight).backward()
-                loss_sum += float(terms.total.detach()) * weight
-                rec_sum += float(terms.reconstruction) * weight
-                reg_sum += float(terms.regulariser) * weight
+            run.optimizer.zero_grad(set_to_none=True)
+            loss_sum, rec_sum, reg_sum = _backward(config, net, ddp, noise, next(batches), step, gamma, device, amp,
+                                                   run.scaler, per_rank)
+            stop_now = None
             if world.distributed:  # every rank sees the global loss and whether any was asked to stop
                 totals = world.sum(torch.tensor([loss_sum, rec_sum, reg_sum, float(stop.requested)],
                                                 dtype=torch.float64, device=device)).tolist()
                 loss_sum, rec_sum, reg_sum = (v / world.size for v in totals[:3])
                 stop_now = totals[3] > 0
-            else:
-                stop_now = None
-            if config.clip_spikes:
-                grad_norm = _clip_spikes(model, grad_ema, config.clip_spikes)
-                grad_ema = grad_norm if grad_ema is None else 0.98 * grad_ema + 0.02 * grad_norm
-            if not math.isfinite(loss_sum):  # the global loss: every rank stops here together
-                raise agreed(N2nError(f"training diverged at step {step + 1} (loss {loss_sum}); "
-                                      "lower --lr (the last checkpoint is kept)"))
-            optimizer.step()
+            _update(config, run, loss_sum, step)
             completed = done = step + 1
             loss_value = loss_sum
             now = time.perf_counter()
-            rate = (done - start_step) / max(now - t0, 1e-9)
+            rate = (done - run.start_step) / max(now - t0, 1e-9)
             if done % 25 == 0 or done == config.steps:
                 history.append((done, loss_value))
             report(Progress("step", done, config.steps, loss_value, rec_sum, reg_sum, gamma, lr, rate))
             if is_main and validation is not None and val_every and (done % val_every == 0 or done == config.steps):
-                val_psnr = validate(model, validation, device)
+                val_psnr = validate(run.model, validation, device)
                 report(Progress("validation", done, config.steps, loss_value, val_psnr=val_psnr))
             if done % config.checkpoint_every == 0 or now - last_ckpt_time > config.checkpoint_seconds:
                 checkpoint(done)
@@ -364,21 +324,134 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
     except Exception as exc:
         if not world.distributed or not (isinstance(exc, _Terminated) or is_peer_failure(exc)):
             raise
-        if not is_main:
-            kept = "rank 0 keeps its last checkpoint"
-        else:
-            kept = f"the checkpoint at step {last_saved} is kept" if last_saved else "no checkpoint was saved yet"
-        why = ("received SIGTERM (from its launcher, which ends the run when a process fails, or a scheduler)"
-               if isinstance(exc, _Terminated) else f"lost the other processes ({first_line(exc)})")
-        raise DistributedError(f"{world.describe()} {why} at step {completed + 1}; {kept}, "
-                               "continue with --resume") from None
+        raise _lost_peers(world, exc, completed, last_saved) from None
     finally:
         stop.uninstall()
     checkpoint(completed)
-    seconds = elapsed0 + time.perf_counter() - t0
+    seconds = run.elapsed0 + time.perf_counter() - t0
     report(Progress("done", completed, config.steps, loss_value, steps_per_second=rate, val_psnr=val_psnr))
-    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-    return TrainResult(model, completed, seconds, loss_value, val_psnr, history)
+    model = run.model.to("cpu", memory_format=torch.contiguous_format).eval()
+    return TrainResult(model, completed, seconds, loss_value, val_psnr, history, run.skipped)
+
+
+@dataclass
+class _Run:
+    """The mutable state of a training run: network, optimizer, loss scaler and counters."""
+
+    model: UNet
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    start_step: int = 0
+    elapsed0: float = 0.0
+    grad_ema: float | None = None  # running gradient norm, for spike clipping
+    skipped: int = 0  # steps with non-finite gradients (no update made)
+    skipped_in_a_row: int = 0
+
+
+def _restore(config: TrainConfig, device: torch.device, amp: torch.dtype | None, state: dict[str, Any] | None,
+             init_state: dict[str, torch.Tensor] | None) -> _Run:
+    """The network and optimizer from the checkpoint ``state`` (refused if its settings differ),
+    else from ``init_state`` or the seed."""
+    with torch.random.fork_rng(devices=[]):  # the init depends on the seed alone
+        torch.manual_seed(config.seed)
+        model = UNet(config.channels, init=config.net_init)
+    if state is not None:
+        saved = TrainConfig.from_dict(state["config"])
+        diff = [f.name for f in dataclasses.fields(config)
+                if f.name not in BOOKKEEPING and getattr(saved, f.name) != getattr(config, f.name)]
+        if diff:
+            raise CheckpointError(f"settings differ from the checkpoint's ({', '.join(diff)}); resume with the same options")
+        model.load_state_dict(_strip_compiled(state["model"]))
+    elif init_state is not None:
+        model.load_state_dict(init_state)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    run = _Run(model, optimizer, scaler)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        run.start_step, run.elapsed0 = int(state["step"]), float(state.get("elapsed", 0.0))
+        run.grad_ema = state.get("grad_ema")
+    return run
+
+
+def _backward(config: TrainConfig, net: torch.nn.Module, ddp: Any, noise: Any, groups: list, step: int, gamma: float,
+              device: torch.device, amp: torch.dtype | None, scaler: torch.amp.GradScaler | None,
+              per_rank: int) -> tuple[float, float, float]:
+    """One step's losses over its crop groups, gradients accumulated: (total, reconstruction, regulariser)."""
+    loss_sum = rec_sum = reg_sum = 0.0
+    for k, (samples, crops) in enumerate(groups):
+        gens = [sample_generator(config.seed, step, int(i), device) for i in samples]
+        x = crops.to(device, non_blocking=True)
+        second = None
+        if config.target == "independent":
+            noisy, second = noise.apply_twice(x, gens)
+        else:
+            noisy = noise.apply(x, generator=gens) if noise else x
+        if config.pd > 1:  # each crop becomes its pd*pd sub-images, with its own draws
+            if second is not None:
+                second = pd_subimages(second, gens, config.pd)[0]
+            noisy, gens = pd_subimages(noisy, gens, config.pd)
+        if config.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        # DDP averages the gradients once per step, after the last group (ranks may hold
+        # different numbers of crop sizes): each rank's mean loss, averaged over the ranks,
+        # is the mean over the global batch.
+        last = k == len(groups) - 1
+        with contextlib.nullcontext() if ddp is None or last else ddp.no_sync():
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                terms = n2n_loss(net, noisy, gamma, sampler=config.sampler, generator=gens, target=second,
+                                 full_stride=config.full_pd, clip_aware=config.clip_aware)
+            weight = x.shape[0] / per_rank
+            scaled = terms.total * weight
+            (scaled if scaler is None else scaler.scale(scaled)).backward()
+        loss_sum += float(terms.total.detach()) * weight
+        rec_sum += float(terms.reconstruction) * weight
+        reg_sum += float(terms.regulariser) * weight
+    return loss_sum, rec_sum, reg_sum
+
+
+def _update(config: TrainConfig, run: _Run, loss_sum: float, step: int) -> None:
+    """Clip a gradient spike and take the optimizer step, or skip it when a gradient is not
+    finite; a non-finite loss, or too many skips in a row, is divergence."""
+    if run.scaler is not None:
+        run.scaler.unscale_(run.optimizer)  # clipping and the finiteness check see the true gradients
+    grad_norm = _clip_spikes(run.model, run.grad_ema, config.clip_spikes)  # inf/nan if any gradient is
+    finite = math.isfinite(grad_norm)  # the same on every rank: DDP has averaged the gradients
+    if finite and config.clip_spikes:
+        run.grad_ema = grad_norm if run.grad_ema is None else 0.98 * run.grad_ema + 0.02 * grad_norm
+    if not math.isfinite(loss_sum):  # the global loss: every rank stops here together
+        raise agreed(N2nError(f"training diverged at step {step + 1} (loss {loss_sum}); "
+                              "lower --lr (the last checkpoint is kept)"))
+    if not finite:  # a finite loss with overflowing gradients: leave the weights as they are
+        run.skipped, run.skipped_in_a_row = run.skipped + 1, run.skipped_in_a_row + 1
+        if run.skipped_in_a_row >= MAX_SKIPPED_STEPS:
+            raise agreed(N2nError(f"training diverged at step {step + 1} (gradients not finite for "
+                                  f"{run.skipped_in_a_row} steps in a row); lower --lr (the last checkpoint is kept)"))
+    else:
+        run.skipped_in_a_row = 0
+        if run.scaler is None:
+            run.optimizer.step()
+        else:
+            run.scaler.step(run.optimizer)
+    if run.scaler is not None:
+        run.scaler.update()  # lowers the scale after an overflow, raises it after a calm stretch
+
+
+def _lost_peers(world: World, exc: BaseException, completed: int, last_saved: int | None) -> DistributedError:
+    """The one-line error of a DDP run that lost a process or was sent SIGTERM."""
+    if not world.is_main:
+        kept = "rank 0 keeps its last checkpoint"
+    else:
+        kept = f"the checkpoint at step {last_saved} is kept" if last_saved else "no checkpoint was saved yet"
+    why = ("received SIGTERM (from its launcher, which ends the run when a process fails, or a scheduler)"
+           if isinstance(exc, _Terminated) else f"lost the other processes ({first_line(exc)})")
+    return DistributedError(f"{world.describe()} {why} at step {completed + 1}; {kept}, continue with --resume")
 
 
 def pd_subimages(noisy: torch.Tensor, gens: list[torch.Generator], stride: int) -> tuple[torch.Tensor, list]:
@@ -391,14 +464,15 @@ def pd_subimages(noisy: torch.Tensor, gens: list[torch.Generator], stride: int) 
 
 
 def _clip_spikes(model: torch.nn.Module, ema: float | None, factor: float) -> float:
-    """Scale a gradient spike down to ``factor`` x the running norm; return the (clipped) norm.
+    """Scale a gradient spike down to ``factor`` x the running norm (0: never); return the
+    (clipped) norm, inf or nan when a gradient is not finite.
 
     Adam is nearly invariant to a steady gradient scale, so this only acts on sudden spikes,
     which without batch norm can throw this U-Net off (seen at large batch and lr on a GPU).
     """
     params = [p for p in model.parameters() if p.grad is not None]
     norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
-    if ema is not None and math.isfinite(norm) and norm > factor * ema:
+    if factor and ema is not None and math.isfinite(norm) and norm > factor * ema:
         for p in params:
             p.grad.mul_(factor * ema / norm)
         return factor * ema

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch._dynamo  # noqa: F401 - Adam imports it lazily (~1.5 s once): pay it here, not in one test
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch_threads import single_thread
 
 from n2ncli.data import LoadedImages, load_training_images
@@ -248,6 +250,94 @@ def test_divergence_is_reported_with_a_hint_to_lower_lr(kodak_images: LoadedImag
     config = dataclasses.replace(RESUME_CONFIG, lr=1e4, steps=5)
     with pytest.raises(N2nError, match="diverged.*--lr"):
         train(config, kodak_images, device=CPU, run_dir=tmp_path)
+
+
+@contextlib.contextmanager
+def _nan_gradients(at: set[int]) -> Iterator[list[int]]:
+    """Make the gradient flowing into the U-Net's output NaN at the given 0-based steps (the
+    forward pass, so the loss, stays finite); yields the list of steps optimizer.step ran at."""
+    forwards = iter(range(10**6))
+    stepped: list[int] = []
+
+    def poison(module: torch.nn.Module, args: object, output: torch.Tensor) -> None:
+        if isinstance(module, UNet) and torch.is_grad_enabled():  # one such forward per step
+            if next(forwards) in at:
+                output.register_hook(lambda g: torch.full_like(g, math.nan))
+
+    forward_hook = torch.nn.modules.module.register_module_forward_hook(poison)
+    step_hook = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: stepped.append(len(stepped)))
+    try:
+        yield stepped
+    finally:
+        forward_hook.remove()
+        step_hook.remove()
+
+
+def test_a_step_with_non_finite_gradients_is_skipped(kodak_images: LoadedImages, tmp_path: Path) -> None:
+    config = dataclasses.replace(RESUME_CONFIG, steps=4, checkpoint_every=1000)
+    with _nan_gradients({1}) as stepped:
+        run = _run(config, kodak_images, tmp_path)
+    assert run.result.steps == 4 and run.result.skipped_steps == 1
+    assert len(stepped) == 3  # optimizer.step ran for the other three steps only
+    assert all(math.isfinite(p.loss) for p in run.steps())
+    assert all(torch.isfinite(v).all() for v in run.result.model.state_dict().values())
+
+
+def test_a_skipped_step_leaves_the_weights_as_they_were(kodak_images: LoadedImages, tmp_path: Path) -> None:
+    config = dataclasses.replace(RESUME_CONFIG, steps=1, checkpoint_every=1000)
+    with _nan_gradients({0}):
+        run = _run(config, kodak_images, tmp_path)
+    torch.manual_seed(config.seed)
+    init = UNet(config.channels).state_dict()
+    got = run.result.model.state_dict()
+    assert run.result.skipped_steps == 1 and all(torch.equal(got[k], init[k]) for k in init)
+
+
+def test_many_skipped_steps_in_a_row_are_divergence(kodak_images: LoadedImages, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import n2ncli.train
+
+    monkeypatch.setattr(n2ncli.train, "MAX_SKIPPED_STEPS", 3)
+    config = dataclasses.replace(RESUME_CONFIG, steps=5, checkpoint_every=1000)
+    with _nan_gradients({0, 1, 2, 3, 4}), pytest.raises(N2nError, match=r"diverged at step 3 \(gradients not finite"):
+        train(config, kodak_images, device=CPU, run_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------------ precision
+
+
+def test_fp16_training_on_cpu_is_refused_pointing_to_bf16(kodak_images: LoadedImages, tmp_path: Path) -> None:
+    config = dataclasses.replace(RESUME_CONFIG, precision="fp16")
+    with pytest.raises(ConfigError, match="fp16 trains on CUDA GPUs only.*--precision bf16"):
+        train(config, kodak_images, device=CPU, run_dir=tmp_path)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_checkpoint_from_before_loss_scaling_still_resumes(reference_run: Run, kodak_images: LoadedImages,
+                                                             tmp_path: Path) -> None:
+    state = load_checkpoint(reference_run.run_dir / "checkpoint.pt")
+    del state["scaler"]  # checkpoints written before fp16 loss scaling have no such entry
+    state["step"] = 4
+    torch.save(state, tmp_path / "checkpoint.pt")
+    resumed = _run(RESUME_CONFIG, kodak_images, tmp_path, resume=True)
+    assert [p.step for p in resumed.steps()] == [5]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 training (GradScaler) needs CUDA")
+def test_fp16_training_on_cuda_scales_the_loss_and_resumes_its_scale(kodak_images: LoadedImages,
+                                                                      tmp_path: Path) -> None:
+    cuda = torch.device("cuda")
+    config = dataclasses.replace(RESUME_CONFIG, precision="fp16", steps=3, checkpoint_every=1)
+    first = train(config, kodak_images, device=cuda, run_dir=tmp_path)
+    assert first.steps == 3 and math.isfinite(first.final_loss)
+    assert all(torch.isfinite(v).all() for v in first.model.state_dict().values())
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["scaler"]["scale"] > 0
+    state["scaler"]["scale"], state["step"] = 1024.0, 2  # resume from step 2 with a known scale
+    torch.save(state, tmp_path / "checkpoint.pt")
+    train(config, kodak_images, device=cuda, run_dir=tmp_path, resume=True)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["scaler"]["scale"] in (1024.0, 512.0)  # kept, not reset
 
 
 # ------------------------------------------------------------------------------------ schedules

@@ -1,7 +1,8 @@
 """Evaluation datasets: a registry of names, files, sources and sha256, resolved to local files.
 
 ``--data-dir`` points at a local copy; otherwise files are downloaded once into the user cache
-and verified. Offline, the error says exactly where to put the files.
+and verified. Offline, the error says exactly where to put the files. ``n2n eval`` reads its
+``--dataset`` names and folders (:func:`load_clean_sets`) and real pairs (:func:`read_pairs`) here.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+import numpy as np
 
 from n2ncli.errors import DatasetError
 from n2ncli.fsutil import atomic_path
@@ -147,6 +150,47 @@ def resolve_dataset(name: str, data_dir: Path | None = None, *, download: bool =
                                "a different copy of the set would give numbers not comparable with the paper")
         paths.append(path)
     return paths
+
+
+@dataclass(frozen=True)
+class CleanSet:
+    """Clean images to score a model on: a registry set or a folder, read into memory."""
+
+    name: str  # the registry name, or the folder's ("NAME (folder)" for an unverified copy of a set)
+    images: list[tuple[str, np.ndarray]]  # (file name, HxWxC uint8)
+    repeats: int  # the paper's noise draws per image (1 for a folder)
+
+
+def load_clean_sets(datasets: str, data_dir: Path | None = None, limit: int | None = None, *,
+                    on_download: Callable[[str, int, int], None] | None = None) -> list[CleanSet]:
+    """``n2n eval --dataset``: comma-separated registry names or folders, each read as a :class:`CleanSet`.
+
+    Registry sets come from ``data_dir`` (one set only) or the verified cache (downloaded once,
+    ``on_download`` as in :func:`resolve_dataset`); ``limit`` keeps the first N images of each.
+    """
+    from n2ncli.evaluate import to_uint8
+    from n2ncli.io.image import list_images, read_image
+
+    names = [d.strip() for d in datasets.split(",") if d.strip()] or ["kodak"]
+    if data_dir is not None and len(names) > 1:
+        raise DatasetError("--data-dir applies to one dataset; give one --dataset with it")
+    sets = []
+    for item in names:
+        folder = Path(item).expanduser()
+        if item.lower() in DATASETS:
+            name = item.lower()
+            paths, repeats = resolve_dataset(name, data_dir, on_download=on_download), DATASETS[name].repeats
+        elif folder.is_dir():
+            name, paths, repeats = folder.name, list_images(folder), 1
+            if name.lower() in DATASETS:  # an unverified copy: no paper figures beside it
+                name = f"{name} (folder)"
+        else:
+            raise DatasetError(f"unknown dataset {item!r} (known: {', '.join(DATASETS)}; or give a folder)")
+        paths = paths[:limit] if limit else paths
+        if not paths:
+            raise DatasetError(f"{item}: no PNG, JPEG or TIFF images")
+        sets.append(CleanSet(name, [(p.name, to_uint8(read_image(p).pixels)) for p in paths], repeats))
+    return sets
 
 
 _COMPLETE = ".complete"
@@ -318,3 +362,11 @@ def find_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
         raise DatasetError(f"--pairs {folder}: needs noisy/ and clean/ subfolders, or files named "
                            "NAME_real.* and NAME_mean.* (or _noisy/_clean, _noisy/_gt) side by side")
     return [(str(Path(k).relative_to(folder)), noisy[k], clean[k]) for k in keys]
+
+
+def read_pairs(found: Sequence[tuple[str, Path, Path]]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The files of :func:`find_pairs` read for scoring: (name, noisy HxWxC float32 in [0,1], clean uint8)."""
+    from n2ncli.evaluate import to_uint8
+    from n2ncli.io.image import read_image
+
+    return [(name, read_image(noisy).to_float(), to_uint8(read_image(clean).pixels)) for name, noisy, clean in found]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from n2ncli.datasets import DATASETS, KODAK_SHA256, cache_dir, resolve_dataset
@@ -199,3 +201,84 @@ def test_pairs_by_subfolder_and_by_real_mean_names(tmp_path: Path) -> None:
         ("cam2/s", tmp_path / "b/cam2/s_noisy.png", tmp_path / "b/cam2/s_gt.png")]
     with pytest.raises(DatasetError, match="NAME_real"):
         find_pairs(tmp_path / "a" / "noisy")
+
+
+# ----------------------------------------------------------------------------- clean sets for n2n eval
+
+
+def _save_crops(folder: Path, crops: dict[str, np.ndarray]) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for name, crop in crops.items():
+        Image.fromarray(crop).save(folder / name)
+
+
+def test_clean_sets_from_a_folder_keep_file_order_and_pixels(tmp_path: Path,
+                                                             kodak_crop: Callable[..., np.ndarray]) -> None:
+    from n2ncli.datasets import load_clean_sets
+
+    crops = {"b.png": kodak_crop(10, 20, 24, 40), "a.png": kodak_crop(50, 60, 24, 40, image="kodim05.png"),
+             "c.png": kodak_crop(90, 90, 24, 40, image="kodim03.png")}
+    _save_crops(tmp_path / "mine", crops)
+
+    (every,) = load_clean_sets(str(tmp_path / "mine"))
+    (two,) = load_clean_sets(str(tmp_path / "mine"), limit=2)
+
+    assert every.name == "mine" and every.repeats == 1
+    assert [n for n, _ in every.images] == ["a.png", "b.png", "c.png"]
+    for name, pixels in every.images:
+        assert pixels.dtype == np.uint8 and np.array_equal(pixels, crops[name])
+    assert [n for n, _ in two.images] == ["a.png", "b.png"]
+
+
+def test_a_folder_named_like_a_registry_set_is_not_taken_for_it(tmp_path: Path,
+                                                                kodak_crop: Callable[..., np.ndarray]) -> None:
+    from n2ncli.datasets import load_clean_sets
+
+    _save_crops(tmp_path / "kodak", {"x.png": kodak_crop()})
+
+    (clean,) = load_clean_sets(str(tmp_path / "kodak"))
+
+    assert clean.name == "kodak (folder)" and clean.repeats == 1  # unverified: no paper figures beside it
+
+
+def test_registry_set_from_data_dir_has_the_papers_repeats(kodak24: Path) -> None:
+    from n2ncli.datasets import load_clean_sets
+
+    (kodak,) = load_clean_sets("Kodak", kodak24, limit=2)
+
+    assert kodak.name == "kodak" and kodak.repeats == 10
+    assert [(n, p.shape) for n, p in kodak.images] == [("kodim01.png", (512, 768, 3)), ("kodim02.png", (512, 768, 3))]
+
+
+@pytest.mark.parametrize(("datasets", "message"), [
+    ("nope", "unknown dataset 'nope'"),
+    ("EMPTY", "no PNG, JPEG or TIFF images"),
+    ("kodak,set14", "--data-dir applies to one dataset"),
+])
+def test_clean_sets_refuse_what_cannot_be_scored(tmp_path: Path, datasets: str, message: str) -> None:
+    from n2ncli.datasets import load_clean_sets
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here\n")
+    data_dir = tmp_path if "," in datasets else None
+
+    with pytest.raises(DatasetError, match=message):
+        load_clean_sets(datasets.replace("EMPTY", str(tmp_path / "empty")), data_dir)
+
+
+def test_read_pairs_gives_float_noisy_and_uint8_clean(tmp_path: Path,
+                                                      kodak_crop: Callable[..., np.ndarray]) -> None:
+    from n2ncli.datasets import find_pairs, read_pairs
+
+    clean = kodak_crop(100, 200, 24, 40)
+    noisy = kodak_crop(101, 201, 24, 40)
+    _save_crops(tmp_path / "p" / "clean", {"x.png": clean})
+    _save_crops(tmp_path / "p" / "noisy", {"x.png": noisy})
+
+    ((name, noisy_f, clean_u8),) = read_pairs(find_pairs(tmp_path / "p"))
+
+    assert name == "x"
+    assert noisy_f.dtype == np.float32 and np.allclose(noisy_f * 255, noisy, atol=1e-3)
+    assert clean_u8.dtype == np.uint8 and np.array_equal(clean_u8, clean)

@@ -137,10 +137,28 @@ def test_fit_first_fits_on_the_noisy_images_then_scores(pairs_dir: Path, tmp_pat
     assert json.loads((tmp_path / "r.json").read_text())["model"] == "eval-fit-real"
 
 
+def test_precision_is_fp32_unless_asked_and_verbose_says_why_pytorch_runs(clean_dir: Path, one_thread: None) -> None:
+    default = CliRunner(env=WIDE).invoke(cli.app, ["eval", "--dataset", str(clean_dir), "--limit", "1",
+                                                   "--device", "cpu"])
+    code, output = _eval_verbose("--dataset", clean_dir, "--limit", "1", "--precision", "bf16")
+
+    assert default.exit_code == 0, default.output
+    model_line = next(line for line in default.output.splitlines() if line.startswith("model "))
+    assert "16" not in model_line  # fp32: ONNX Runtime or PyTorch, no reduced precision named
+    assert code == 0, output
+    assert "backend auto: PyTorch, for --precision bf16" in output and "on torch cpu bf16" in output
+
+
+def _eval_verbose(*args: object) -> tuple[int, str]:
+    result = CliRunner(env=WIDE).invoke(cli.app, ["--verbose", "eval", "--device", "cpu", *map(str, args)])
+    return result.exit_code, result.output
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--fit-first"], "--fit-first needs --pairs"),
     (["--noise", "all,speckle"], "unknown noise 'speckle'"),
     (["--dataset", "kodak,set14", "--data-dir", "."], "--data-dir applies to one dataset"),
+    (["--precision", "fp8"], "unknown precision 'fp8'"),
 ])
 def test_bad_eval_options_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:

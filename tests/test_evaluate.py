@@ -1,4 +1,5 @@
-"""The evaluation protocol with a predictor that changes nothing: scores, seeds, repeats, grey images."""
+"""The evaluation protocol: scores, seeds, repeats, grey images (with a predictor that changes
+nothing), and the official square padding around the shipped model."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from n2ncli.backends.torch import TorchPredictor
 from n2ncli.evaluate import evaluate
 from identity import Identity
 from n2ncli.noise import parse_noise
@@ -156,3 +158,64 @@ def test_real_pairs_of_different_sizes_are_refused(images: list[tuple[str, np.nd
     name, clean = images[0]
     with pytest.raises(DatasetError, match="differ in size"):
         evaluate_pairs(Identity(), [(name, clean[:20].astype(np.float32) / 255, clean)])
+
+
+# ----------------------------------------------------------------------------- the official square padding
+
+
+@pytest.mark.parametrize(("height", "width", "side"), [(512, 768, 768), (768, 512, 768), (40, 48, 64),
+                                                       (64, 64, 64), (19, 37, 64), (321, 481, 512)])
+def test_square_side_is_the_longer_side_rounded_up_to_32(height: int, width: int, side: int) -> None:
+    from n2ncli.evaluate import square_side
+
+    assert square_side(height, width) == side
+
+
+def test_pad_square_reflects_without_repeating_the_edge(kodak_crop: Callable[..., np.ndarray]) -> None:
+    from n2ncli.evaluate import pad_square
+
+    crop = kodak_crop(100, 100, 40, 48).astype(np.float32)[None] / 255
+
+    padded = pad_square(crop)
+
+    assert padded.shape == (1, 64, 64, 3)
+    assert np.array_equal(padded[:, :40, :48], crop)
+    assert np.array_equal(padded[:, 40, :48], crop[:, 38]) and np.array_equal(padded[:, :40, 48], crop[:, :, 46])
+    assert np.array_equal(padded[:, 63, :48], crop[:, 15])  # the last of 24 rows below a 40-row image
+
+
+class Spy:
+    """Records the batch shapes a real predictor is given, and passes them on."""
+
+    def __init__(self, inner: TorchPredictor) -> None:
+        self.inner, self.channels = inner, inner.channels
+        self.shapes: list[tuple[int, ...]] = []
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        self.shapes.append(batch.shape)
+        return self.inner.predict(batch)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> TorchPredictor:
+    from n2ncli.store import build_model, default_model
+
+    return TorchPredictor(build_model(default_model("srgb")), "cpu")
+
+
+def test_square_padded_model_is_scored_as_the_official_code_runs_it(
+        kodak_crop: Callable[..., np.ndarray], shipped: TorchPredictor, one_thread: None) -> None:
+    from n2ncli.evaluate import SquarePadded
+
+    clean = kodak_crop(300, 200, 64, 96, image="kodim03.png")  # the network pads this to 64x96 itself
+    spy = Spy(shipped)
+
+    result = evaluate(SquarePadded(spy), [("c", clean)], parse_noise("gaussian25"), seed=4, with_ssim=False)
+
+    assert spy.shapes == [(1, 96, 96, 3)]
+    noisy = ((clean.astype(np.float32) / 255).astype(np.float64)
+             + np.random.default_rng(4).normal(0.0, 25 / 255, clean.shape)).astype(np.float32)
+    by_hand = shipped.predict(np.pad(noisy, ((0, 32), (0, 0), (0, 0)), mode="reflect")[None])[0, :64]
+    per_axis = shipped.predict(noisy[None])[0]
+    assert result.scores[0].psnr == pytest.approx(_psnr(clean, by_hand), abs=1e-9)
+    assert abs(_psnr(clean, per_axis) - _psnr(clean, by_hand)) > 1e-4  # the two paddings differ measurably

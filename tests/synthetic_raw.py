@@ -17,7 +17,7 @@ from n2ncli.io.dng import (
     CFA_PATTERN, CFA_PLANE_COLOR, CFA_REPEAT_PATTERN_DIM, COLOR_MATRIX_1, DATE_TIME_ORIGINAL,
     DEFAULT_CROP_ORIGIN, DEFAULT_CROP_SIZE, DNG_BACKWARD_VERSION, DNG_VERSION, EXIF_IFD, EXIF_VERSION,
     EXPOSURE_TIME, F_NUMBER, ISO, MAKE, MODEL, ORIENTATION, PHOTOMETRIC_CFA, PHOTOMETRIC_LINEAR_RAW,
-    SUB_IFDS, UNIQUE_CAMERA_MODEL, WHITE_LEVEL, Ifd, Tag, image_tags, write_tiff_ifds,
+    SUB_IFDS, UNIQUE_CAMERA_MODEL, WHITE_LEVEL, Ifd, Tag, image_tags, read_tiff_ifds, write_tiff_ifds,
 )
 
 # Colour at the sensor's top-left 2x2 (0 R, 1 G, 2 B), row by row.
@@ -105,6 +105,19 @@ def bayer_dng(path: str | Path, pattern: str = "RGGB", height: int = 64, width: 
     return mosaic
 
 
+def unnamed_camera_dng(path: str | Path, pattern: str = "RGGB", height: int = 40, width: int = 56,
+                       seed: int = 0) -> np.ndarray:
+    """A Bayer DNG (as :func:`bayer_dng`, IFD0 layout) without Make, Model or UniqueCameraModel,
+    as some converters write. Returns the HxW mosaic."""
+    mosaic = bayer_dng(path, pattern, height, width, seed=seed)
+    ifd0 = read_tiff_ifds(path).ifds[0]
+    for code in (MAKE, MODEL, UNIQUE_CAMERA_MODEL):
+        del ifd0.tags[code]
+    ifd0.image = mosaic
+    write_tiff_ifds(path, [ifd0])
+    return mosaic
+
+
 def xtrans_dng(path: str | Path, height: int = 48, width: int = 72, black: int = 1024, white: int = 16383,
                seed: int = 0) -> np.ndarray:
     """An X-Trans DNG: CFARepeatPatternDim 6x6 with Fujifilm's layout. Returns the HxW mosaic."""
@@ -116,6 +129,21 @@ def xtrans_dng(path: str | Path, height: int = 48, width: int = 72, black: int =
         Tag.long(BLACK_LEVEL, black), Tag.long(WHITE_LEVEL, white),
         Tag.long(DEFAULT_CROP_ORIGIN, 0, 0), Tag.long(DEFAULT_CROP_SIZE, width, height))
     _write(path, raw, _camera_tags("X-Trans"))
+    return mosaic
+
+
+def cmyg_dng(path: str | Path, height: int = 48, width: int = 64, black: int = 256, white: int = 4095,
+             seed: int = 0) -> np.ndarray:
+    """A CMYG colour-filter DNG (CFAPlaneColor cyan, magenta, yellow, green: old compacts'
+    complementary mosaic). Returns the HxW mosaic."""
+    mosaic = synthetic_mosaic(height, width, black, white, seed)
+    raw = Ifd(image=mosaic).add(
+        *image_tags(mosaic, PHOTOMETRIC_CFA),
+        Tag.short(CFA_REPEAT_PATTERN_DIM, 2, 2), Tag.byte(CFA_PATTERN, (0, 1, 2, 3)),
+        Tag.byte(CFA_PLANE_COLOR, (3, 4, 5, 1)), Tag.short(CFA_LAYOUT, 1),
+        Tag.long(BLACK_LEVEL, black), Tag.long(WHITE_LEVEL, white),
+        Tag.long(DEFAULT_CROP_ORIGIN, 0, 0), Tag.long(DEFAULT_CROP_SIZE, width, height))
+    _write(path, raw, _camera_tags("CMYG"))
     return mosaic
 
 

@@ -16,16 +16,22 @@ linearity and opcode metadata keep describing the data. Two kinds of source:
   (so an OpcodeList1, meant for the stored values, now meets linearised ones; in practice these
   are bad-pixel fixes, indifferent to scale).
 * any other raw LibRaw reads: the DNG tags are built from rawpy (CFA phase, black and white
-  levels, active area, colour matrix, white balance, orientation); Make, Model and the Exif and
-  GPS IFDs come from the file's own TIFF tags when it is TIFF-based (CR2, NEF, ARW, KDC...), else
-  from the Exif block of its embedded JPEG preview or rawpy's shot info. A MakerNote moves into
-  DNGPrivateData as DNG asks (its internal offsets may point outside it; see ``_makn_block``).
-  ColorMatrix1 is LibRaw's (Adobe's D65 matrix) or, for a camera LibRaw has none for, XYZ to
-  linear sRGB (camera channels taken as sRGB primaries): DNG requires one for a colour CFA.
+  levels, active area, DefaultScale for non-square pixels, colour matrix, white balance,
+  orientation); Make, Model and the Exif and GPS IFDs are the camera's own values
+  (:func:`read_camera_tags`, which developed images' EXIF uses too): the file's TIFF tags when it
+  is TIFF-based (CR2, NEF, ARW, KDC...), a CRW's CIFF records, else the Exif block of its embedded
+  JPEG preview; rawpy's shot info only for what those lack. A MakerNote moves into DNGPrivateData
+  as DNG asks (its internal offsets may point outside it; see ``_makn_block``). ColorMatrix1 is
+  LibRaw's (Adobe's D65 matrix) or, for a camera LibRaw has none for, one made from the file's own
+  camera -> sRGB matrix (Kodak) or XYZ to linear sRGB: what LibRaw develops the source with, and
+  DNG requires one for a colour CFA. AsShotNeutral is the camera's white balance or, when the file
+  stores none, LibRaw's grey-world balance of the mosaic (what its camera-WB development uses).
 
 The processing record (model, hash, settings) travels as XMP in the ``n2n`` namespace, merged
 into the source's XMP packet when there is one, so :func:`read_processing_record` can tell our
-outputs from camera files by reading IFD0's tags only.
+outputs from camera files by reading IFD0's tags only. Its properties are all named
+``Denoise...`` (``n2n:DenoiseModel``...), so no reader takes one for a standard tag; the older
+``n2n:Record`` still reads.
 
 The TIFF part is a small reader and writer of our own (tifffile cannot write nested Exif IFDs):
 :class:`Tag`, :class:`Ifd`, :func:`read_tiff_ifds`, :func:`write_tiff_ifds`. Tests build
@@ -259,7 +265,7 @@ EXPOSURE_TIME, F_NUMBER, ISO, EXIF_VERSION, DATE_TIME_ORIGINAL = 33434, 33437, 3
 FOCAL_LENGTH, MAKER_NOTE, LENS_MAKE, LENS_MODEL = 37386, 37500, 42035, 42036
 DNG_VERSION, DNG_BACKWARD_VERSION, UNIQUE_CAMERA_MODEL = 50706, 50707, 50708
 CFA_PLANE_COLOR, CFA_LAYOUT, LINEARIZATION_TABLE = 50710, 50711, 50712
-BLACK_LEVEL_REPEAT_DIM, BLACK_LEVEL, WHITE_LEVEL = 50713, 50714, 50717
+BLACK_LEVEL_REPEAT_DIM, BLACK_LEVEL, WHITE_LEVEL, DEFAULT_SCALE = 50713, 50714, 50717, 50718
 DEFAULT_CROP_ORIGIN, DEFAULT_CROP_SIZE, COLOR_MATRIX_1, AS_SHOT_NEUTRAL = 50719, 50720, 50721, 50728
 DNG_PRIVATE_DATA, MAKER_NOTE_SAFETY, CALIBRATION_ILLUMINANT_1 = 50740, 50741, 50778
 RAW_DATA_UNIQUE_ID, ACTIVE_AREA, NOISE_REDUCTION_APPLIED = 50781, 50829, 50935
@@ -685,8 +691,9 @@ def _copy_exif(exif: Ifd, notes: list[str]) -> dict[int, Tag]:
     return tags
 
 
-def _rawpy_meta(source: Path, raw: rawpy.RawPy, tiff: TiffData | None, shape: tuple[int, int]) -> _Meta:
+def _rawpy_meta(source: Path, raw: rawpy.RawPy, tiff: TiffData | None, mosaic: np.ndarray) -> _Meta:
     """Metadata for a non-DNG source: DNG tags from LibRaw, descriptive tags from the file."""
+    shape = mosaic.shape
     pattern = raw.raw_pattern
     if pattern is None or pattern.shape != (2, 2):
         kind = "an X-Trans or other non-Bayer" if pattern is not None and pattern.size > 1 else "not a CFA"
@@ -721,45 +728,29 @@ def _rawpy_meta(source: Path, raw: rawpy.RawPy, tiff: TiffData | None, shape: tu
         # LibRaw's matrices are Adobe's D65 ones (ColorMatrix2 of Adobe's converter)
         Tag.short(CALIBRATION_ILLUMINANT_1, _D65),
     ]
+    scale = _default_scale(float(s.pixel_aspect))
+    if scale is not None:
+        built.append(scale)
     rows = [desc.index(ch) for ch in "RGB"]  # camera channel of each CFA plane colour
-    cam_xyz = np.asarray(raw.rgb_xyz_matrix, dtype=np.float64)[rows]
-    matrix = cam_xyz if np.any(cam_xyz) and np.all(np.isfinite(cam_xyz)) else np.array(_XYZ_TO_SRGB)
+    matrix = np.asarray(raw.rgb_xyz_matrix, dtype=np.float64)[rows]
+    if not (np.any(matrix) and np.all(np.isfinite(matrix))):
+        matrix = _matrix_from_file(tiff, rows)
     built.append(Tag.srational(COLOR_MATRIX_1, *(round(float(v), 6) for v in matrix.ravel())))
-    wb = np.asarray(raw.camera_whitebalance[:4], dtype=np.float64)[rows]
-    if np.all(np.isfinite(wb)) and np.all(wb > 0):
-        built.append(Tag.rational(AS_SHOT_NEUTRAL, *(float(wb[1] / v) for v in wb)))
+    neutral = _as_shot_neutral(raw, rows, mosaic[top:top + height, left:left + width])
+    if neutral is not None:
+        built.append(neutral)
     tags = {t.code: t for t in built}
 
-    notes = [] if tiff is None else list(tiff.notes)
-    exif: dict[int, Tag] = {}
-    gps: Ifd | None = None
-    xmp: bytes | None = None
-    byte_order = "<"
-    if tiff is not None:
-        byte_order = tiff.byte_order
-        ifd0 = tiff.ifds[0]
-        for code, tag in ifd0.tags.items():
-            if tag.is_pointer or tag.type == TagType.IFD:
-                continue
-            if code in _KEPT_IFD0:
-                tags[code] = tag
-            elif code in _EXIF_TAGS:
-                exif[code] = tag  # TIFF-EP keeps Exif fields in IFD0
-            elif code == _TIFF_EP_SENSING_METHOD and tag.type == TagType.SHORT:
-                exif.setdefault(_EXIF_SENSING_METHOD, Tag(_EXIF_SENSING_METHOD, tag.type, tag.value[:1]))
-        exif_src = ifd0.sub_ifds(EXIF_IFD)
-        if exif_src:
-            exif.update(_copy_exif(exif_src[0], notes))
-        gps = (ifd0.sub_ifds(GPS_IFD) or (None,))[0]
-        xmp = bytes(ifd0.tags[XMP].value) if XMP in ifd0 else None
-        maker_note = exif.pop(MAKER_NOTE, None)
-        if maker_note is not None:
-            tags[DNG_PRIVATE_DATA] = Tag.byte(DNG_PRIVATE_DATA, _makn_block(maker_note, byte_order))
-    _fill_from_rawpy(raw, tags, exif)
+    camera = _camera_tags(source, raw, tiff)
+    tags.update(camera.ifd0)
+    exif = dict(camera.exif)
+    maker_note = exif.pop(MAKER_NOTE, None)
+    if maker_note is not None:
+        tags[DNG_PRIVATE_DATA] = Tag.byte(DNG_PRIVATE_DATA, _makn_block(maker_note, camera.byte_order))
     make, model = _text(tags.get(MAKE)), _text(tags.get(MODEL))
     unique = model if make and model.lower().startswith(make.split()[0].lower()) else f"{make} {model}".strip()
     tags[UNIQUE_CAMERA_MODEL] = Tag.ascii(UNIQUE_CAMERA_MODEL, unique or "Unknown camera")
-    return _Meta(byte_order, tags, exif, gps, xmp, notes)
+    return _Meta(camera.byte_order, tags, exif, camera.gps, camera.xmp, camera.notes)
 
 
 def _default_crop(s: rawpy.ImageSizes, top: int, left: int, height: int, width: int) -> list[Tag]:
@@ -773,18 +764,162 @@ def _default_crop(s: rawpy.ImageSizes, top: int, left: int, height: int, width: 
     return [Tag.long(DEFAULT_CROP_ORIGIN, cl, ct), Tag.long(DEFAULT_CROP_SIZE, cw, ch)]
 
 
+def _default_scale(pixel_aspect: float) -> Tag | None:
+    """DefaultScale for non-square pixels (LibRaw's pixel_aspect: a pixel's width over its height),
+    or None for square ones. The short side is stretched, as LibRaw does; LibRaw reads the tag back
+    as horizontal / vertical, so the DNG develops at the camera's aspect (Kodak DC120: 1301x976).
+    """
+    if not (math.isfinite(pixel_aspect) and pixel_aspect > 0) or abs(pixel_aspect - 1) < 1e-6:
+        return None
+    ratio = Fraction(pixel_aspect).limit_denominator(10_000)
+    return Tag.rational(DEFAULT_SCALE, *((ratio, 1) if ratio > 1 else (1, 1 / ratio)))
+
+
+# Kodak's camera -> linear sRGB matrix (KDC, DCR): 3 rows of (unused, then 3 coefficients), which
+# LibRaw develops with (dcraw's parse_tiff_ifd, tag 37400) when it has no Adobe matrix.
+_KODAK_RGB_CAM = 37400
+
+
+def _matrix_from_file(tiff: TiffData | None, rows: list[int]) -> np.ndarray:
+    """ColorMatrix1 (XYZ -> camera, rows in CFA plane order) for a camera LibRaw has no Adobe matrix
+    for: from the file's own camera -> sRGB matrix (Kodak's tag 37400, as LibRaw's development
+    uses it), else XYZ -> linear sRGB (camera channels taken as sRGB primaries, LibRaw's guess).
+    Either way rawpy develops the DNG in the colours it develops the source in.
+    """
+    found = []
+
+    def walk(ifds: Iterable[Ifd]) -> None:
+        for ifd in ifds:
+            tag = ifd.get(_KODAK_RGB_CAM)
+            if tag is not None and tag.type in _RATIONAL_TYPES | {TagType.FLOAT, TagType.DOUBLE} and tag.count == 12:
+                found.append(np.array(tag.numbers(), dtype=np.float64).reshape(3, 4)[:, 1:])
+            walk(ifd.sub_ifds(SUB_IFDS))
+
+    walk(tiff.ifds if tiff is not None else ())
+    for rgb_cam in found:
+        if np.all(np.isfinite(rgb_cam)) and abs(np.linalg.det(rgb_cam)) > 1e-6:
+            return np.linalg.inv(rgb_cam)[rows] @ np.array(_XYZ_TO_SRGB)
+    return np.array(_XYZ_TO_SRGB)
+
+
+def _as_shot_neutral(raw: rawpy.RawPy, rows: list[int], visible: np.ndarray) -> Tag | None:
+    """AsShotNeutral (1 / multiplier, green 1) from the camera's white balance. When the file stores
+    none (Kodak DC120), LibRaw's camera-WB development falls back to its automatic (grey-world)
+    balance, so ours is that balance of ``visible`` (the mosaic written); daylight multipliers
+    only when it finds no usable block. Without the tag readers guess their own (RawTherapee:
+    camera-native 1, 1, 1, a warm cast on the DC120).
+    """
+    sources = (lambda: raw.camera_whitebalance, lambda: _grey_world(raw, visible), lambda: raw.daylight_whitebalance)
+    for multipliers in sources:
+        wb = np.asarray(multipliers()[:4], dtype=np.float64)[rows]
+        if np.all(np.isfinite(wb)) and np.all(wb > 0):
+            return Tag.rational(AS_SHOT_NEUTRAL, *(float(wb[1] / v) for v in wb))
+    return None
+
+
+def _grey_world(raw: rawpy.RawPy, visible: np.ndarray) -> list[float]:
+    """LibRaw's automatic white balance of the visible mosaic, per LibRaw colour index: 1 / mean
+    of each colour over the 8x8 blocks (from the visible corner) without a pixel within 25 DN of
+    white, both greens pooled (a DNG has one green). 0 for a colour with no usable pixel.
+    """
+    height, width = visible.shape
+    padded = np.zeros((-(-height // 8) * 8, -(-width // 8) * 8), dtype=bool)
+    padded[:height, :width] = visible > int(raw.white_level) - 25
+    bad = padded.reshape(padded.shape[0] // 8, 8, padded.shape[1] // 8, 8).any(axis=(1, 3))
+    keep = ~np.repeat(np.repeat(bad, 8, axis=0), 8, axis=1)[:height, :width]
+    desc = raw.color_desc.decode("ascii", "replace")[:4]
+    black = raw.black_level_per_channel
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for dy in (0, 1):
+        for dx in (0, 1):  # one Bayer phase at a time: each is one colour
+            c = int(raw.raw_colors_visible[dy, dx])
+            values = visible[dy::2, dx::2][keep[dy::2, dx::2]].astype(np.int64) - int(black[c])
+            sums[desc[c]] = sums.get(desc[c], 0.0) + float(np.maximum(values, 0).sum())
+            counts[desc[c]] = counts.get(desc[c], 0) + values.size
+    return [counts[ch] / sums[ch] if sums.get(ch) else 0.0 for ch in desc]
+
+
+# ------------------------------------------------------------------------------ camera tags
+
+
+@dataclass
+class CameraTags:
+    """A raw's own description of the shot, for a DNG's IFD0 and Exif IFD or a developed image's EXIF.
+
+    ``ifd0``: Make, Model, DateTime, Artist, Copyright and the other IFD0 tags a DNG keeps;
+    ``exif``: Exif-IFD tags (a TIFF-EP file's IFD0 shot tags moved there, MakerNote included);
+    ``byte_order``: that of the structure they were read from (a MakerNote's offsets follow it).
+    """
+
+    byte_order: str = "<"
+    ifd0: dict[int, Tag] = field(default_factory=dict)
+    exif: dict[int, Tag] = field(default_factory=dict)
+    gps: Ifd | None = None
+    xmp: bytes | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def read_camera_tags(source: str | os.PathLike[str], raw: rawpy.RawPy | None = None) -> CameraTags:
+    """The shot as ``source`` records it: camera, dates, exposure, lens.
+
+    The file's own tags win: its TIFF/Exif tags (DNG, CR2, NEF, ARW, KDC...), a CRW's CIFF records,
+    else the Exif of its embedded preview. What they lack comes from LibRaw's shot information when
+    ``raw`` (the file opened in rawpy) is given; a tag the file stores as 0 ("unknown") stays so,
+    since LibRaw's value would be derived from it. Raises OSError when the file cannot be read, and
+    rawpy's errors when LibRaw cannot unpack it.
+    """
+    source = Path(source)
+    try:
+        tiff = read_tiff_ifds(source)
+    except TiffFormatError:
+        tiff = None
+    return _camera_tags(source, raw, tiff)
+
+
+def _camera_tags(source: Path, raw: rawpy.RawPy | None, tiff: TiffData | None) -> CameraTags:
+    """:func:`read_camera_tags` with the file's TIFF structure already read (None: not TIFF-based)."""
+    if tiff is not None:
+        camera = _tiff_camera_tags(tiff)
+    else:
+        camera = _ciff_camera_tags(source) or (_thumbnail_camera_tags(raw) if raw is not None else None)
+    camera = camera or CameraTags()
+    if raw is not None:
+        _fill_from_rawpy(raw, camera.ifd0, camera.exif)
+    return camera
+
+
+def _tiff_camera_tags(tiff: TiffData) -> CameraTags:
+    """IFD0's descriptive tags, the Exif IFD (with TIFF-EP's IFD0 shot tags), GPS and XMP."""
+    ifd0 = tiff.ifds[0]
+    camera = CameraTags(tiff.byte_order, notes=list(tiff.notes))
+    for code, tag in ifd0.tags.items():
+        if tag.is_pointer or tag.type == TagType.IFD:
+            continue
+        if code in _KEPT_IFD0:
+            camera.ifd0[code] = tag
+        elif code in _EXIF_TAGS:
+            camera.exif[code] = tag  # TIFF-EP keeps Exif fields in IFD0
+        elif code == _TIFF_EP_SENSING_METHOD and tag.type == TagType.SHORT:
+            camera.exif.setdefault(_EXIF_SENSING_METHOD, Tag(_EXIF_SENSING_METHOD, tag.type, tag.value[:1]))
+    exif_src = ifd0.sub_ifds(EXIF_IFD)
+    if exif_src:
+        camera.exif.update(_copy_exif(exif_src[0], camera.notes))
+    camera.gps = (ifd0.sub_ifds(GPS_IFD) or (None,))[0]
+    camera.xmp = bytes(ifd0.tags[XMP].value) if XMP in ifd0 else None
+    return camera
+
+
 def _fill_from_rawpy(raw: rawpy.RawPy, tags: dict[int, Tag], exif: dict[int, Tag]) -> None:
     """Fill shot details the file's tags lacked from LibRaw's (works for non-TIFF raws too)."""
-    other, lens = raw.other, raw.lens
-    if other.shutter_speed > 0 and EXPOSURE_TIME not in exif:
-        t = float(other.shutter_speed)
-        n = round(1 / t)  # cameras state 1/n s; keep that form when it is one
-        exif[EXPOSURE_TIME] = Tag.rational(EXPOSURE_TIME, (1, n) if t < 1 and n and abs(1 / t - n) <= 0.01 * n else t)
-    if other.aperture > 0 and F_NUMBER not in exif:
-        exif[F_NUMBER] = Tag.rational(F_NUMBER, Fraction(float(other.aperture)).limit_denominator(100))
+    other, lens = raw.other, raw.lens  # the bounds keep garbage out of 32-bit rationals
+    if 0 < other.shutter_speed < 1e6 and EXPOSURE_TIME not in exif:
+        exif[EXPOSURE_TIME] = _exposure_time(float(other.shutter_speed))
+    if 0 < other.aperture < 1000 and F_NUMBER not in exif:
+        exif[F_NUMBER] = _f_number(float(other.aperture))
     if 0 < other.iso_speed < 65536 and ISO not in exif:
         exif[ISO] = Tag.short(ISO, round(other.iso_speed))
-    if other.focal_length > 0 and FOCAL_LENGTH not in exif:
+    if 0 < other.focal_length < 1e5 and FOCAL_LENGTH not in exif:
         exif[FOCAL_LENGTH] = Tag.rational(FOCAL_LENGTH, Fraction(float(other.focal_length)).limit_denominator(100))
     stamp = other.timestamp
     if isinstance(stamp, _dt.datetime) and stamp.year > 1970 and DATE_TIME_ORIGINAL not in exif:
@@ -795,6 +930,19 @@ def _fill_from_rawpy(raw: rawpy.RawPy, tags: dict[int, Tag], exif: dict[int, Tag
         exif[LENS_MAKE] = Tag.ascii(LENS_MAKE, lens.make)
     if lens.model and LENS_MODEL not in exif:
         exif[LENS_MODEL] = Tag.ascii(LENS_MODEL, lens.model)
+
+
+def _exposure_time(seconds: float) -> Tag:
+    """ExposureTime in the form cameras state it: 1/n s below 1/4 s, else tenths of a second
+    (ExifTool prints the same), from a value computed from APEX units."""
+    if seconds < 0.25001:
+        return Tag.rational(EXPOSURE_TIME, (1, min(max(1, round(1 / seconds)), 0xFFFFFFFF)))
+    return Tag.rational(EXPOSURE_TIME, Fraction(round(seconds * 10), 10))
+
+
+def _f_number(f_number: float) -> Tag:
+    """FNumber to two decimals (f/2.92 from a Canon APEX value stays 2.92, LibRaw's 2.798 is 2.8)."""
+    return Tag.rational(F_NUMBER, Fraction(round(f_number * 100), 100))
 
 
 def _text(tag: Tag | None) -> str:
@@ -823,6 +971,113 @@ def _exif_from_thumbnail(raw: rawpy.RawPy) -> TiffData | None:
             (length,) = struct.unpack(">H", data[start - 2:start])
             return read_tiff_ifds(bytes(data[start + 6:start - 2 + length]))
     return None
+
+
+def _thumbnail_camera_tags(raw: rawpy.RawPy) -> CameraTags | None:
+    """Camera tags from the embedded preview's Exif. When the preview has none, LibRaw writes one
+    itself (Software "dcraw v9.xx") from its normalised values ("EOS D30" for "Canon EOS D30",
+    TargetAperture for FNumber): only its Make and Model are kept, which rawpy offers nowhere else.
+    """
+    thumb = _exif_from_thumbnail(raw)
+    if thumb is None:
+        return None
+    ifd0 = thumb.ifds[0]
+    if _text(ifd0.get(SOFTWARE)).startswith("dcraw"):
+        return CameraTags(thumb.byte_order, {code: ifd0.tags[code] for code in (MAKE, MODEL) if code in ifd0})
+    return _tiff_camera_tags(thumb)
+
+
+# Canon CIFF (CRW) records, by id (type and id bits; ExifTool's CanonRaw names): Make and Model,
+# OwnerName, ShotInfo (Canon's int16 exposure record), TimeStamp.
+_CIFF_MAKE_MODEL, _CIFF_OWNER, _CIFF_SHOT_INFO, _CIFF_TIME_STAMP = 0x080A, 0x0810, 0x102A, 0x180E
+_CIFF_WANTED = frozenset({_CIFF_MAKE_MODEL, _CIFF_OWNER, _CIFF_SHOT_INFO, _CIFF_TIME_STAMP})
+
+
+def _read_ciff(source: Path) -> tuple[str, dict[int, bytes], list[str]] | None:
+    """The wanted records of a CIFF file (byte order, id -> bytes, notes), or None when not CIFF.
+
+    CIFF is a tree of heaps; a heap's last 4 bytes give its directory's offset, whose 10-byte
+    entries (tag, size, offset) hold the value in themselves (storage bits 01) or in the heap,
+    and some are sub-heaps (data type 0x28 or 0x30).
+    """
+    with open(source, "rb") as fh:
+        head = fh.read(14)
+        if len(head) < 14 or head[:2] not in (b"II", b"MM") or head[6:14] != b"HEAPCCDR":
+            return None
+        bo = "<" if head[:2] == b"II" else ">"
+        size = os.fstat(fh.fileno()).st_size
+        notes: list[str] = []
+        reader = _Reader(fh, size, bo, notes, None)
+        records: dict[int, bytes] = {}
+        seen: set[int] = set()
+
+        def heap(start: int, length: int, depth: int) -> None:
+            if start in seen or depth > _MAX_DEPTH:
+                raise TiffFormatError(f"CIFF heap at {start} loops or nests too deep")
+            seen.add(start)
+            (table,) = struct.unpack(bo + "I", reader.read(start + length - 4, 4))
+            (count,) = struct.unpack(bo + "H", reader.read(start + table, 2))
+            if count > _MAX_ENTRIES:
+                raise TiffFormatError(f"CIFF heap at {start} claims {count} entries")
+            entries = reader.read(start + table + 2, 10 * count)
+            for i in range(count):
+                tag, n, offset = struct.unpack_from(bo + "HII", entries, 10 * i)
+                code, storage = tag & 0x3FFF, tag >> 14
+                if storage == 1:
+                    records.setdefault(code, entries[10 * i + 2:10 * i + 10])
+                elif storage == 0 and (tag >> 8) & 0x38 in (0x28, 0x30):
+                    heap(start + offset, n, depth + 1)
+                elif storage == 0 and code in _CIFF_WANTED:
+                    records.setdefault(code, reader.read(start + offset, n))
+
+        (first,) = struct.unpack(bo + "I", head[2:6])
+        try:
+            heap(first, size - first, 0)
+        except (TiffFormatError, struct.error) as exc:
+            notes.append(f"CIFF records cut short: {exc}")
+    return bo, records, notes
+
+
+def _ciff_camera_tags(source: Path) -> CameraTags | None:
+    """Make, Model, Artist, DateTimeOriginal, ExposureTime, FNumber and ISO as a CRW records them
+    (decoded as ExifTool does), or None when ``source`` is not a CIFF file."""
+    found = _read_ciff(source)
+    if found is None:
+        return None
+    byte_order, records, notes = found
+    camera = CameraTags(byte_order, notes=notes)
+    names = records.get(_CIFF_MAKE_MODEL, b"").split(b"\0")
+    for code, name in zip((MAKE, MODEL), names):
+        if name.strip():
+            camera.ifd0[code] = Tag.ascii(code, name.strip())
+    owner = records.get(_CIFF_OWNER, b"").split(b"\0", 1)[0].strip()
+    if owner:
+        camera.ifd0[ARTIST] = Tag.ascii(ARTIST, owner)
+    stamp = records.get(_CIFF_TIME_STAMP, b"")
+    if len(stamp) >= 4 and (seconds := struct.unpack(byte_order + "I", stamp[:4])[0]):
+        when = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=seconds)  # camera-local time, stored as UTC
+        camera.exif[DATE_TIME_ORIGINAL] = Tag.ascii(DATE_TIME_ORIGINAL, when.strftime("%Y:%m:%d %H:%M:%S"))
+    shot = records.get(_CIFF_SHOT_INFO, b"")
+    values = struct.unpack(f"{byte_order}{len(shot) // 2}h", shot[:len(shot) // 2 * 2])
+    if len(values) > 22:
+        # ShotInfo (int16, in 1/32 EV): [1] AutoISO, [2] BaseISO, [21] FNumber, [22] ExposureTime
+        if values[2]:
+            iso = 2 ** (values[2] / 32) * 100 / 32 * 2 ** (values[1] / 32)
+            if 0 < iso < 65536:
+                camera.exif[ISO] = Tag.short(ISO, round(iso))
+        if 0 < values[21] < 640:  # up to f/1024
+            camera.exif[F_NUMBER] = _f_number(2 ** (_canon_ev(values[21]) / 2))
+        if -1000 < values[22] < 1000:  # 0 is 1 s in a CRW
+            camera.exif[EXPOSURE_TIME] = _exposure_time(2 ** -_canon_ev(values[22]))
+    return camera
+
+
+def _canon_ev(value: int) -> float:
+    """Canon's 1/32 EV code in EV, with its 1/3 and 2/3 step codes (0x0c, 0x14) made exact."""
+    magnitude = abs(value)
+    fraction = magnitude & 0x1F
+    steps = {0x0C: 32 / 3, 0x14: 64 / 3}.get(fraction, fraction)
+    return math.copysign((magnitude - fraction + steps) / 32, value)
 
 
 # ------------------------------------------------------------------------------------------ XMP
@@ -869,14 +1124,16 @@ def _xmp_with_record(packet: bytes | None, software: str, record: dict) -> tuple
             if a.namespaceURI not in (_XMLNS_NS, _RDF_NS)]
         if not properties:
             rdf.removeChild(desc)
-    fields = [("xmp:CreatorTool", software), ("n2n:Version", str(record.get("version", __version__)))]
+    # Every name says "Denoise": exiftool and others look tags up by name across namespaces, so
+    # a plain n2n:Model showed as the camera's Model on a source without one.
+    fields = [("xmp:CreatorTool", software), ("n2n:DenoiseVersion", str(record.get("version", __version__)))]
     if "model" in record:
-        fields.append(("n2n:Model", str(record["model"])))
+        fields.append(("n2n:DenoiseModel", str(record["model"])))
     if "sha256" in record:
-        fields.append(("n2n:ModelSha256", str(record["sha256"])))
+        fields.append(("n2n:DenoiseModelSha256", str(record["sha256"])))
     if "settings" in record:
-        fields.append(("n2n:Settings", json.dumps(record["settings"], sort_keys=True)))
-    fields.append(("n2n:Record", json.dumps(record, sort_keys=True)))  # the one read back
+        fields.append(("n2n:DenoiseSettings", json.dumps(record["settings"], sort_keys=True)))
+    fields.append(("n2n:DenoiseRecord", json.dumps(record, sort_keys=True)))  # the one read back
     ours = doc.createElementNS(_RDF_NS, "rdf:Description")
     ours.setAttribute("rdf:about", "")
     ours.setAttribute("xmlns:xmp", _XMP_NS)
@@ -899,22 +1156,28 @@ def _superseded(namespace: str | None, local: str | None) -> bool:
     return namespace == N2N_NS or (namespace == _XMP_NS and local == "CreatorTool")
 
 
+# The record's property: n2n:DenoiseRecord; n2n:Record in DNGs written before the rename (0.2.0 and earlier).
+_RECORD_NAMES = ("DenoiseRecord", "Record")
+
+
 def _record_from_xmp(packet: bytes, path: Path) -> dict | None:
-    """n2n:Record (element or attribute form, as XMP editors may rewrite it) as a dict, or None."""
+    """n2n:DenoiseRecord or the older n2n:Record (element or attribute form, as XMP editors may
+    rewrite it) as a dict, or None."""
     try:
         doc = minidom.parseString(packet.rstrip(b"\0 \t\r\n"))
     except (ExpatError, ValueError):
         return None
-    texts = doc.getElementsByTagNameNS(N2N_NS, "Record")
-    if texts:
-        text = "".join(n.data for n in texts[0].childNodes if n.nodeType == n.TEXT_NODE)
+    for name in _RECORD_NAMES:
+        texts = doc.getElementsByTagNameNS(N2N_NS, name)
+        if texts:
+            text = "".join(n.data for n in texts[0].childNodes if n.nodeType == n.TEXT_NODE)
+            break
+        attrs = [d for d in doc.getElementsByTagNameNS(_RDF_NS, "Description") if d.hasAttributeNS(N2N_NS, name)]
+        if attrs:
+            text = attrs[0].getAttributeNS(N2N_NS, name)
+            break
     else:
-        for desc in doc.getElementsByTagNameNS(_RDF_NS, "Description"):
-            if desc.hasAttributeNS(N2N_NS, "Record"):
-                text = desc.getAttributeNS(N2N_NS, "Record")
-                break
-        else:
-            return None
+        return None
     try:
         record = json.loads(text)
     except ValueError:
@@ -961,7 +1224,7 @@ def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os
     mosaic = np.asarray(mosaic)
     if mosaic.ndim != 2 or mosaic.dtype != np.uint16:
         raise ImageWriteError(f"{path}: the mosaic must be a 2-D uint16 array, not {mosaic.dtype} {mosaic.shape}")
-    meta = _source_meta(source, mosaic.shape)
+    meta = _source_meta(source, mosaic)
     ifd0 = Ifd().add(*image_tags(mosaic, PHOTOMETRIC_CFA))
     ifd0.image = mosaic
     ifd0.add(*meta.ifd0.values())
@@ -992,7 +1255,7 @@ def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os
         raise ImageWriteError(f"{path}: {exc}") from None
 
 
-def _source_meta(source: Path, shape: tuple[int, int]) -> _Meta:
+def _source_meta(source: Path, mosaic: np.ndarray) -> _Meta:
     """Gather the metadata to carry from ``source``, translating every failure into ImageReadError."""
     tiff: TiffData | None
     try:
@@ -1002,19 +1265,17 @@ def _source_meta(source: Path, shape: tuple[int, int]) -> _Meta:
     except OSError as exc:
         raise ImageReadError(f"{source}: cannot read ({exc.strerror or exc})") from None
     if tiff is not None and DNG_VERSION in tiff.ifds[0]:
-        return _dng_meta(source, tiff, shape)
+        return _dng_meta(source, tiff, mosaic.shape)
     import rawpy  # deferred: only raw runs pay for LibRaw
 
     try:
         with rawpy.imread(str(source)) as raw:
-            if tiff is None:
-                tiff = _exif_from_thumbnail(raw)
-            return _rawpy_meta(source, raw, tiff, shape)
+            return _rawpy_meta(source, raw, tiff, mosaic)
     except (rawpy.LibRawError, OSError) as exc:
         raise ImageReadError(f"{source}: LibRaw cannot read it ({type(exc).__name__}: {exc})") from None
 
 
 __all__ = [
-    "Ifd", "Tag", "TagType", "TiffData", "TiffFormatError", "image_tags", "read_processing_record",
-    "read_tiff_ifds", "write_dng", "write_tiff_ifds",
+    "CameraTags", "Ifd", "Tag", "TagType", "TiffData", "TiffFormatError", "image_tags", "read_camera_tags",
+    "read_processing_record", "read_tiff_ifds", "write_dng", "write_tiff_ifds",
 ]

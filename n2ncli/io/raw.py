@@ -11,7 +11,6 @@ returning the input exactly. Values above 1 (past the white level) are kept too.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,11 +112,15 @@ def _check_bayer(path: Path, raw) -> None:  # noqa: ANN001
     """UnsupportedRawError saying why the file is not a Bayer mosaic (header only, no decoding)."""
     import rawpy
 
+    desc = raw.color_desc.decode("ascii", "replace")  # header-only, unlike raw_type which decodes
+    other = sorted(set(desc[: max(raw.num_colors, 1)]) - set("RGB"))
+    if other:
+        raise UnsupportedRawError(f"{path}: colour filter {desc!r} has {', '.join(other)} filters, not R/G/B "
+                                  "(e.g. CMYG); n2n supports R/G/B Bayer only")
     if raw.raw_type != rawpy.RawType.Flat:
         raise UnsupportedRawError(f"{path}: not a mosaic (already demosaiced, e.g. LinearRaw DNG or "
                                   "sRAW/mRAW, or a layered Foveon sensor); n2n needs a Bayer raw")
     pattern = raw.raw_pattern
-    desc = raw.color_desc.decode("ascii", "replace")
     if pattern is None or raw.num_colors < 3 or len(set(desc)) < 3:
         raise UnsupportedRawError(f"{path}: monochrome sensor (no colour filter array); n2n needs a Bayer raw")
     if pattern.shape == (6, 6):
@@ -130,9 +133,14 @@ def _check_bayer(path: Path, raw) -> None:  # noqa: ANN001
 def probe_raw(path: str | os.PathLike[str]) -> None:
     """Refuse a raw n2n cannot denoise from its header alone (milliseconds): ImageReadError or
     UnsupportedRawError with one line, so a folder run can skip it before any work."""
+    import rawpy
+
     path = Path(path)
     with _open(path, unpack=False) as raw:
-        _check_bayer(path, raw)
+        try:
+            _check_bayer(path, raw)
+        except rawpy.LibRawError as exc:  # some headers make LibRaw read on, and fail there
+            raise ImageReadError(f"{path}: corrupt or truncated raw file ({type(exc).__name__})") from None
 
 
 def _bayer_pattern(path: Path, raw) -> str:  # noqa: ANN001
@@ -227,17 +235,16 @@ _EXIF_IFD = 0x8769
 def rendered_exif(source: str | os.PathLike[str]) -> bytes | None:
     """EXIF for an image developed from ``source``: camera, date, exposure and lens.
 
-    Taken from the raw's own TIFF tags where it is TIFF-based (DNG, CR2, NEF, ARW, KDC, ...),
-    else from LibRaw's shot information. Orientation is left out: the development is upright.
-    Returns Pillow's ``b"Exif\\0\\0..."`` form, or None when nothing is known.
+    The same reading as the DNG writer's (:func:`n2ncli.io.dng.read_camera_tags`): the raw's own
+    TIFF tags (DNG, CR2, NEF, ARW, KDC, ...) or CIFF records (CRW), then LibRaw's shot information
+    for what they lack. Orientation is left out: the development is upright. Returns Pillow's
+    ``b"Exif\\0\\0..."`` form, or None when nothing is known.
     """
+    import rawpy
     from PIL import Image
     from PIL.TiffImagePlugin import IFDRational
 
-    from n2ncli.io.dng import TagType, TiffFormatError, read_tiff_ifds
-
-    exif = Image.Exif()
-    shot = exif.get_ifd(_EXIF_IFD)
+    from n2ncli.io.dng import TagType, read_camera_tags
 
     def value(tag):  # noqa: ANN001, ANN202 - a dng.Tag -> what Pillow writes back in kind
         if tag.type == TagType.ASCII:
@@ -249,33 +256,23 @@ def rendered_exif(source: str | os.PathLike[str]) -> bytes | None:
             return tag.value[0] if len(tag.value) == 1 else tuple(tag.value)
         return None
 
+    path = Path(source)
     try:
-        ifds = read_tiff_ifds(source, codes=set(_IFD0_TEXT) | set(_EXIF_TAGS) | {_EXIF_IFD}).ifds
-    except (TiffFormatError, OSError, ValueError):
-        ifds = []
-    if ifds:
-        ifd0 = ifds[0]
-        for code in _IFD0_TEXT:
-            if code in ifd0 and (v := value(ifd0.tags[code])) is not None:
-                exif[code] = v
-        pointer = ifd0.tags.get(_EXIF_IFD)
-        inner = pointer.value[0] if pointer is not None and pointer.is_pointer else None
-        for code in _EXIF_TAGS:
-            for holder in (inner, ifd0):  # TIFF-EP raws (e.g. KDC) keep shot tags in IFD0
-                if holder is not None and code in holder and (v := value(holder.tags[code])) is not None:
-                    shot[code] = v
-                    break
+        try:
+            with _open(path, unpack=False) as raw:
+                camera = read_camera_tags(path, raw)
+        except (ImageReadError, rawpy.LibRawError):  # LibRaw adds nothing: the file's own tags alone
+            camera = read_camera_tags(path)
+    except (OSError, ValueError):
+        return None
+    exif = Image.Exif()
+    shot = exif.get_ifd(_EXIF_IFD)
+    for codes, found, target in ((_IFD0_TEXT, camera.ifd0, exif), (_EXIF_TAGS, camera.exif, shot)):
+        for code in codes:
+            if code in found and (v := value(found[code])) is not None:
+                target[code] = v
     for code in [c for c, v in shot.items() if isinstance(v, (int, float, IFDRational)) and not float(v)]:
         del shot[code]  # zeros mean "unknown" (some writers fill every field)
-    with contextlib.suppress(ImageReadError):  # what the tags lack, from LibRaw (CR3, RAF, ...)
-        with _open(Path(source), unpack=False) as raw:
-            other = raw.other
-        known = {33434: other.shutter_speed, 33437: other.aperture, 37386: other.focal_length}
-        for code, number in known.items():
-            if code not in shot and number > 0:
-                shot[code] = IFDRational(float(number))
-        if 34855 not in shot and other.iso_speed > 0:
-            shot[34855] = int(other.iso_speed)
     if not exif and not shot:
         return None
     data = exif.tobytes()

@@ -21,7 +21,7 @@ from n2ncli.io.dng import (
     NOISE_REDUCTION_APPLIED, OPCODE_LIST_1, OPCODE_LIST_2, OPCODE_LIST_3, ORIENTATION, SUB_IFDS, XMP, Ifd,
     Tag, TagType, TiffFormatError, read_processing_record, read_tiff_ifds, write_dng, write_tiff_ifds,
 )
-from synthetic_raw import bayer_dng, linear_raw_dng, monochrome_dng, xtrans_dng
+from synthetic_raw import bayer_dng, linear_raw_dng, monochrome_dng, unnamed_camera_dng, xtrans_dng
 
 SOFTWARE = "n2ncli 0.1.0 (test)"
 RECORD = {"model": "raw-test", "sha256": "ab" * 32, "version": "0.1.0",
@@ -146,11 +146,15 @@ def test_unchanged_dng_renders_exactly_like_its_source(outputs: dict) -> None:
         np.testing.assert_array_equal(raw.postprocess(), expected)
 
 
-def test_unchanged_kdc_renders_like_its_source_in_camera_colours(outputs: dict) -> None:
-    """The KDC has no colour matrix; ours declares sRGB primaries, so only the camera-space
-    render is comparable: white balance, black and white levels must agree."""
-    source, target, _ = outputs["kdc"]
-    options = dict(output_color=rawpy.ColorSpace.raw, use_camera_wb=True, no_auto_bright=True, gamma=(1, 1))
+@pytest.mark.parametrize("colour", [rawpy.ColorSpace.raw, rawpy.ColorSpace.sRGB], ids=["camera", "sRGB"])
+@pytest.mark.parametrize("name", ["kdc", "dc120"])
+def test_unchanged_kodaks_develop_like_their_sources(outputs: dict, camera_dngs: dict, name: str,
+                                                     colour: rawpy.ColorSpace) -> None:
+    """LibRaw has no Adobe matrix for these Kodaks but develops them with the file's own camera ->
+    sRGB matrix (tag 37400), and the DC120 (no stored white balance) with its grey-world balance:
+    ours carries both (ColorMatrix1, AsShotNeutral), so even the sRGB development agrees."""
+    source, target = outputs[name][:2] if name in outputs else camera_dngs[name]
+    options = dict(output_color=colour, use_camera_wb=True, no_auto_bright=True, gamma=(1, 1))
     with rawpy.imread(str(source)) as raw:
         expected = raw.postprocess(**options).astype(np.float64)
     with rawpy.imread(str(target)) as raw:
@@ -184,8 +188,9 @@ def test_exiftool_sees_the_dng_sources_metadata(exif: dict, outputs: dict, name:
             assert field(ours, tag) == field(theirs, tag), tag
     assert field(ours, "Software") == SOFTWARE
     assert field(ours, "NoiseReductionApplied") == 1
-    assert json.loads(ours["XMP-n2n:Record"]) == RECORD
-    assert ours["XMP-n2n:Model"] == RECORD["model"] and ours["XMP-n2n:ModelSha256"] == RECORD["sha256"]
+    assert json.loads(ours["XMP-n2n:DenoiseRecord"]) == RECORD
+    assert ours["XMP-n2n:DenoiseModel"] == RECORD["model"]
+    assert ours["XMP-n2n:DenoiseModelSha256"] == RECORD["sha256"]
 
 
 def test_exiftool_sees_the_kdc_metadata_in_dng_places(exif: dict) -> None:
@@ -236,8 +241,8 @@ def test_source_xmp_is_kept_and_extended(exif: dict) -> None:
     ours = exif["rich.dng"]
     assert ours["XMP-dc:Title"] == "Test scene" and ours["XMP-xmp:Rating"] == 3
     assert ours["XMP-xmp:CreatorTool"] == SOFTWARE  # replaced, not duplicated
-    assert json.loads(ours["XMP-n2n:Settings"]) == RECORD["settings"]
-    assert ours["XMP-n2n:Version"] == "0.1.0"
+    assert json.loads(ours["XMP-n2n:DenoiseSettings"]) == RECORD["settings"]
+    assert ours["XMP-n2n:DenoiseVersion"] == "0.1.0"
 
 
 def test_a_raw_in_subifds_is_found(tmp_path: Path) -> None:
@@ -292,7 +297,7 @@ def test_reprocessing_our_own_output_replaces_the_record(tmp_path: Path, outputs
     write_dng(target, mosaic, first, software="n2ncli again", record={"model": "second"})
     assert read_processing_record(target) == {"model": "second"}
     packet = tags_of(target)[XMP].value
-    assert packet.count(b"n2n:Record") == 2 and packet.count(b"CreatorTool") == 2  # one element each
+    assert packet.count(b"n2n:DenoiseRecord") == 2 and packet.count(b"CreatorTool") == 2  # one element each
     assert b"Test scene" in packet
 
 
@@ -529,3 +534,197 @@ def test_no_record_marks_nothing(tmp_path: Path, shared_data: Path) -> None:
     write_dng(target, mosaic, kdc, software="converter", record=None)
     assert read_processing_record(target) is None
     assert NOISE_REDUCTION_APPLIED not in read_tiff_ifds(target).ifds[0]
+
+
+# ------------------------------------------- the camera's own values, pixel aspect, white balance
+
+
+@pytest.fixture(scope="module")
+def camera_dngs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """name -> (source, our DNG of its unchanged mosaic) for the real CRW (CIFF, not TIFF-based)
+    and the Kodak DC120 (non-square pixels, no stored white balance)."""
+    folder = tmp_path_factory.mktemp("camera")
+    out = {}
+    for name, file in (("crw", "canon_powershot_s40.crw"), ("dc120", "kodak_dc120_jpeg.kdc")):
+        source = shared_data / "raw" / file
+        if not source.is_file():
+            pytest.skip(f"raw sample not found at {source}")
+        with rawpy.imread(str(source)) as raw:
+            mosaic = raw.raw_image.copy()
+        target = folder / f"{name}.dng"
+        write_dng(target, mosaic, source, software=SOFTWARE, record=RECORD)
+        out[name] = (source, target)
+    return out
+
+
+def shot_tag(path: Path, code: int) -> Tag | None:
+    """A tag from the Exif IFD, else IFD0 (where TIFF-EP raws keep shot tags)."""
+    ifd0 = read_tiff_ifds(path).ifds[0]
+    exif = ifd0.sub_ifds(EXIF_IFD)
+    return (exif[0].get(code) if exif else None) or ifd0.get(code)
+
+
+def test_non_square_pixels_get_a_default_scale_that_libraw_honours(camera_dngs: dict, outputs: dict) -> None:
+    """The DC120's pixels are 1.535 times as wide as tall: without DefaultScale every reader
+    developed the DNG at 848x976 instead of 1301x976."""
+    source, target = camera_dngs["dc120"]
+    scale = tags_of(target)[dng.DEFAULT_SCALE]
+    assert scale.type == TagType.RATIONAL and scale.value == ((244, 159), (1, 1))
+    with rawpy.imread(str(source)) as raw:
+        assert raw.sizes.pixel_aspect == pytest.approx(244 / 159)
+        expected = raw.postprocess(half_size=False).shape
+    with rawpy.imread(str(target)) as raw:
+        assert raw.postprocess().shape == expected == (976, 1301, 3)
+    for square in (outputs["kdc"][1], camera_dngs["crw"][1]):
+        assert dng.DEFAULT_SCALE not in tags_of(square)
+
+
+def test_a_source_without_stored_white_balance_gets_libraws_automatic_balance(camera_dngs: dict) -> None:
+    """The DC120 stores no multipliers; LibRaw's camera-WB development then balances grey-world
+    (not daylight: 1, 1, 1 for this camera, the warm camera-native render RawTherapee showed).
+    The DNG states that balance in AsShotNeutral (greens pooled: within 0.5% of LibRaw's)."""
+    source, target = camera_dngs["dc120"]
+    with rawpy.imread(str(source)) as raw:
+        assert raw.camera_whitebalance[0] == 0  # nothing stored
+        raw.postprocess(use_auto_wb=True)
+        auto = np.array(raw.auto_whitebalance)
+    neutral = tags_of(target)[dng.AS_SHOT_NEUTRAL].numbers()
+    green = (auto[1] + auto[3]) / 2
+    np.testing.assert_allclose(neutral, [green / auto[0], 1, green / auto[2]], rtol=5e-3)
+    assert neutral[0] > 1.2  # far from daylight's 1
+
+
+def test_the_crws_as_shot_neutral_is_its_camera_white_balance(camera_dngs: dict) -> None:
+    source, target = camera_dngs["crw"]
+    neutral = np.array(tags_of(target)[dng.AS_SHOT_NEUTRAL].numbers())
+    assert neutral[1] == 1 and np.all((neutral > 0) & (neutral <= 1.5))
+    with rawpy.imread(str(source)) as raw:
+        multipliers = np.array(raw.camera_whitebalance[:3])
+    np.testing.assert_allclose(neutral, multipliers[1] / multipliers, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["chart", "kdc"])
+def test_the_dng_keeps_the_sources_own_tag_values_exactly(outputs: dict, name: str) -> None:
+    """Make, Model, exposure, f-number, ISO and dates as the file stores them (type and rationals),
+    not LibRaw's normalised readings."""
+    source, target, _ = outputs[name]
+    compared = 0
+    for code in (dng.MAKE, dng.MODEL, dng.EXPOSURE_TIME, dng.F_NUMBER, dng.ISO, dng.DATE_TIME_ORIGINAL):
+        theirs = shot_tag(source, code)
+        if theirs is not None:
+            assert shot_tag(target, code) == theirs, code
+            compared += 1
+    assert compared >= 4
+
+
+def test_a_crw_gives_its_ciff_records_not_libraws_normalised_values(camera_dngs: dict) -> None:
+    """The CRW has no TIFF tags. LibRaw says "PowerShot S40", f/2.80 (the target aperture) and
+    0.2013 s; the file's records say "Canon PowerShot S40", f/2.92 and 2^-(2+1/3) s (exiftool's
+    Canon:FNumber 2.9218, Canon:ExposureTime 0.1984, printed 1/5)."""
+    _, target = camera_dngs["crw"]
+    tags = tags_of(target)
+    assert tags[dng.MAKE].text() == "Canon" and tags[dng.MODEL].text() == "Canon PowerShot S40"
+    assert tags[dng.UNIQUE_CAMERA_MODEL].text() == "Canon PowerShot S40"
+    shot = tags[EXIF_IFD].value[0].tags
+    assert shot[dng.F_NUMBER].value == ((73, 25),)  # 2.92
+    assert shot[dng.EXPOSURE_TIME].value == ((1, 5),)
+    assert shot[dng.ISO].value == (50,)
+    assert shot[dng.DATE_TIME_ORIGINAL].text() == "2021:03:26 21:14:52"
+    assert shot[dng.FOCAL_LENGTH].value == ((227, 32),)  # 7.09375 mm: not in the records read, LibRaw's
+    assert dng.SOFTWARE in tags and tags[dng.SOFTWARE].text() == SOFTWARE
+
+
+def test_exiftool_reads_the_crws_own_values_back_from_ours(camera_dngs: dict) -> None:
+    tool = raw_tool("exiftool")
+    source, target = camera_dngs["crw"]
+    run = subprocess.run([tool, "-j", "-n", "-G1", str(source), str(target)],
+                         capture_output=True, text=True, check=False, timeout=60)
+    theirs, ours = json.loads(run.stdout)
+    assert ours["IFD0:Make"] == theirs["CanonRaw:Make"] and ours["IFD0:Model"] == theirs["CanonRaw:Model"]
+    assert ours["ExifIFD:DateTimeOriginal"] == theirs["CanonRaw:DateTimeOriginal"]
+    assert ours["ExifIFD:FNumber"] == pytest.approx(theirs["Canon:FNumber"], abs=0.005)
+    assert ours["ExifIFD:ExposureTime"] == pytest.approx(theirs["Canon:ExposureTime"], rel=0.01)
+    assert ours["ExifIFD:ISO"] == theirs["Composite:ISO"]
+
+
+def test_a_truncated_crw_gives_what_its_records_allow_without_raising(tmp_path: Path, camera_dngs: dict) -> None:
+    source, _ = camera_dngs["crw"]
+    cut = tmp_path / "cut.crw"
+    cut.write_bytes(source.read_bytes()[:100_000])  # the root directory sits at the end
+    camera = dng.read_camera_tags(cut)
+    assert not camera.ifd0 and not camera.exif and any("CIFF" in note for note in camera.notes)
+
+
+def test_the_xmp_record_names_no_standard_tag(outputs: dict) -> None:
+    """Readers look tags up by name across namespaces: a property named Model showed as the
+    camera's model. Every n2n property is named Denoise..."""
+    from xml.dom import minidom
+
+    packet = bytes(tags_of(outputs["kdc"][1])[XMP].value).rstrip(b"\0 \t\r\n")
+    doc = minidom.parseString(packet)
+    names = {(n.namespaceURI, n.localName) for n in doc.getElementsByTagName("*")}
+    ours = {local for ns, local in names if ns == dng.N2N_NS}
+    assert ours == {"DenoiseVersion", "DenoiseModel", "DenoiseModelSha256", "DenoiseSettings", "DenoiseRecord"}
+    assert not {"Model", "Make", "Version", "Record"} & {local for _, local in names}
+
+
+def test_exiftool_shows_no_model_for_a_source_without_one(tmp_path: Path) -> None:
+    tool = raw_tool("exiftool")
+    source, target = tmp_path / "unnamed.dng", tmp_path / "out.dng"
+    mosaic = unnamed_camera_dng(source)
+    write_dng(target, mosaic, source, software=SOFTWARE, record=RECORD)
+    run = subprocess.run([tool, "-j", "-Model", "-XMP-n2n:all", str(target)],
+                         capture_output=True, text=True, check=False, timeout=60)
+    (entry,) = json.loads(run.stdout)
+    assert "Model" not in entry and entry["DenoiseModel"] == RECORD["model"]
+
+
+def old_style_packet(record: dict, *, attribute: bool) -> bytes:
+    """The XMP record as n2ncli 0.2.0 and earlier wrote it: n2n:Model, n2n:Record (element form,
+    or attribute form as XMP editors may rewrite it)."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    text = json.dumps(record, sort_keys=True)
+    head = (f'<rdf:Description rdf:about="" xmlns:xmp="{XMP_NS}" xmlns:n2n="{dng.N2N_NS}"'
+            f' n2n:Model={quoteattr(record["model"])}')
+    body = (f'{head} n2n:Record={quoteattr(text)}/>' if attribute else
+            f'{head}><xmp:CreatorTool>n2ncli 0.2.0</xmp:CreatorTool><n2n:Version>0.2.0</n2n:Version>'
+            f'<n2n:Record>{escape(text)}</n2n:Record></rdf:Description>')
+    return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+            '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            f'{body}</rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
+
+
+@pytest.mark.parametrize("attribute", [False, True], ids=["element", "attribute"])
+def test_records_written_before_the_rename_still_read(tmp_path: Path, attribute: bool) -> None:
+    """So a folder run keeps skipping the DNGs earlier versions wrote, and a rerun on one replaces
+    the old properties rather than adding to them."""
+    old = tmp_path / "old.dng"
+    mosaic = bayer_dng(old, extra_tags=[Tag.byte(XMP, old_style_packet(RECORD, attribute=attribute))])
+    assert read_processing_record(old) == RECORD
+    again = tmp_path / "again.dng"
+    write_dng(again, mosaic, old, software=SOFTWARE, record={"model": "second"})
+    assert read_processing_record(again) == {"model": "second"}
+    packet = bytes(tags_of(again)[XMP].value)
+    assert b"n2n:Model" not in packet and b"n2n:Record" not in packet and b"raw-test" not in packet
+
+
+@pytest.mark.parametrize("name", ["crw", "dc120"])
+def test_exiftool_validates_the_new_tags(camera_dngs: dict, name: str) -> None:
+    tool = raw_tool("exiftool")
+    run = subprocess.run([tool, "-j", "-validate", "-DefaultScale", "-AsShotNeutral", str(camera_dngs[name][1])],
+                         capture_output=True, text=True, check=False, timeout=60)
+    (entry,) = json.loads(run.stdout)
+    assert entry["Validate"] == "OK" and "AsShotNeutral" in entry
+    assert ("DefaultScale" in entry) == (name == "dc120")
+
+
+def test_darktable_develops_non_square_pixels_at_their_aspect(camera_dngs: dict, tool_dir: Path) -> None:
+    """darktable honours DefaultScale (RawTherapee 5.9 does not: it develops 840x968 either way)."""
+    darktable = raw_tool("darktable-cli")
+    target, out = camera_dngs["dc120"][1], tool_dir / "dc120.dt.tif"
+    run = subprocess.run([darktable, str(target), str(out), "--core", "--configdir", str(tool_dir / "dt-dc120"),
+                          "--library", ":memory:"], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0 and out.is_file(), run.stdout + run.stderr
+    height, width = tifffile.imread(out).shape[:2]
+    assert width / height == pytest.approx(1301 / 976, rel=0.01)

@@ -148,3 +148,47 @@ def test_refuses_what_is_not_a_bayer_mosaic_naming_file_and_reason(tmp_path: Pat
     with pytest.raises(UnsupportedRawError) as info:
         read_raw(path)
     assert str(info.value).startswith(f"{path}: {reason}")
+
+
+# ----------------------------------------------------------------------- EXIF of developed images
+
+@pytest.fixture(scope="module")
+def crw(shared_data: Path) -> Path:
+    """The real Canon PowerShot S40 CRW (CIFF: no TIFF tags)."""
+    path = shared_data / "raw" / "canon_powershot_s40.crw"
+    if not path.is_file():
+        pytest.skip(f"raw sample not found at {path}")
+    return path
+
+
+def test_a_crws_development_carries_its_camera_and_shot(crw: Path, tmp_path: Path) -> None:
+    """Make, Model and date from the CRW's own records, exposure as the camera recorded it
+    (f/2.92, not LibRaw's target aperture 2.80), focal length from LibRaw; through a real TIFF."""
+    from PIL import Image
+
+    from n2ncli.io.image import write_image
+    from n2ncli.io.raw import rendered_exif
+
+    raw = read_raw(crw)
+    target = write_image(tmp_path / "crw.tif", render(crw, raw.mosaic), exif=rendered_exif(crw))
+    with Image.open(target) as im:
+        exif = im.getexif()
+        shot = exif.get_ifd(0x8769)
+    assert exif[271] == "Canon" and exif[272] == "Canon PowerShot S40"
+    assert shot[36867] == "2021:03:26 21:14:52"
+    assert float(shot[33434]) == pytest.approx(1 / 5) and float(shot[33437]) == pytest.approx(2.92)
+    assert shot[34855] == 50 and float(shot[37386]) == pytest.approx(7.09375)
+
+
+def test_fields_a_raw_stores_as_unknown_stay_out_of_its_developments_exif(chart: Path) -> None:
+    """The chart's Exif holds zeros (ExposureTime 0/1000000, FNumber 0/10): unknown. LibRaw turns
+    its zero APEX fields into 1 s and f/1.0, which must not be passed off as the shot's."""
+    from PIL import Image
+
+    from n2ncli.io.raw import rendered_exif
+
+    exif = Image.Exif()
+    exif.load(rendered_exif(chart))
+    shot = exif.get_ifd(0x8769)
+    assert exif[272] == "Canon EOS Kiss X4"
+    assert 33434 not in shot and 33437 not in shot and 34855 not in shot

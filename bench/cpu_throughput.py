@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_of, cpu_name, training_rate  # noqa: E402
 from n2ncli.backends.select import make_predictor  # noqa: E402
 from n2ncli.backends.torch import TorchPredictor  # noqa: E402
-from n2ncli.denoise import Job, TileOptions, run_job  # noqa: E402
+from n2ncli.denoise import TileOptions, run_job  # noqa: E402
+from n2ncli.jobs import Job  # noqa: E402
 from n2ncli.io.image import write_image  # noqa: E402
 from n2ncli.nets.unet import gflop_per_megapixel  # noqa: E402
 from n2ncli.store import build_model, default_model  # noqa: E402

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_of, cpu_name, training_rate  # noqa: E402
 from n2ncli.backends.onnx import OnnxPredictor, physical_cores  # noqa: E402
 from n2ncli.backends.torch import TorchPredictor  # noqa: E402
-from n2ncli.denoise import Job, TileOptions, choose_tile, run_job  # noqa: E402
+from n2ncli.denoise import TileOptions, choose_tile, run_job  # noqa: E402
+from n2ncli.jobs import Job  # noqa: E402
 from n2ncli.export import export_onnx  # noqa: E402
 from n2ncli.io.image import write_image  # noqa: E402
 from n2ncli.nets.unet import gflop_per_megapixel  # noqa: E402

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_name  # noqa: E402
 from n2ncli.backends.onnx import physical_cores  # noqa: E402
 from n2ncli.backends.select import describe, make_predictor  # noqa: E402
-from n2ncli.denoise import TileOptions, plan_jobs, run_job, run_jobs  # noqa: E402
+from n2ncli.denoise import TileOptions, run_job, run_jobs  # noqa: E402
+from n2ncli.jobs import plan_jobs  # noqa: E402
 from n2ncli.store import default_model  # noqa: E402
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak24"

@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ship", action="store_true", help="write the model into the package (n2ncli/models)")
+    ap.add_argument("--reschedule", action="store_true",
+                    help="resume a run planned for another number of steps with the schedule over --steps instead")
     ap.add_argument("--from-checkpoint", type=Path, default=None,
                     help="write the model from this checkpoint now (e.g. the best of the kept copies)")
     args = ap.parse_args()
@@ -81,7 +83,19 @@ def main() -> None:
         model.load_state_dict(state["model"])
         model, seconds, loss = model.eval(), float(state["elapsed"]), float("nan")
         config, done = TrainConfig.from_dict(state["config"]), int(state["step"])
+        note = state.get("extra", {}).get("rescheduled", "")
     else:
+        ckpt = run_dir / "checkpoint.pt"
+        if args.reschedule and ckpt.exists():
+            state = load_checkpoint(ckpt)
+            if state["config"]["steps"] != args.steps:
+                print(f"rescheduling the run from {state['config']['steps']} to {args.steps} steps at step "
+                      f"{state['step']}", flush=True)
+                state["extra"] = {**state.get("extra", {}), "rescheduled": (
+                    f"planned for {state['config']['steps']} steps (cosine), the schedule cut to {args.steps} at step "
+                    f"{state['step']} with --reschedule (CPU contention made the plan too long for the session)")}
+                state["config"]["steps"] = args.steps
+                torch.save(state, ckpt)
         images = clean_mosaics(args.data, args.seed)
         print(f"{len(images.arrays)} clean mosaics ({images.nbytes / 2**20:.0f} MiB)", flush=True)
 
@@ -92,10 +106,11 @@ def main() -> None:
             if p.event == "checkpoint" and p.step % 500 == 0:
                 shutil.copyfile(run_dir / "checkpoint.pt", run_dir / f"checkpoint-{p.step}.pt")
 
-        result = train(config, images, device=torch.device("cpu"), run_dir=run_dir,
-                       resume=(run_dir / "checkpoint.pt").exists(),
+        resume = ckpt.exists()
+        note = load_checkpoint(ckpt).get("extra", {}).get("rescheduled", "") if resume else ""
+        result = train(config, images, device=torch.device("cpu"), run_dir=run_dir, resume=resume,
                        init_state=bayer_from_rgb(build_model(blind).state_dict()), on_progress=progress,
-                       extra={"init": blind.name})
+                       extra={"init": blind.name, "rescheduled": note})
         model, seconds, loss, done = result.model, result.seconds, result.final_loss, result.steps
     training = {
         "dataset": f"cbsd432 (432 clean colour images) unprocessed to camera-linear RGGB mosaics, "
@@ -108,6 +123,7 @@ def main() -> None:
         "gamma": "0 -> 1.0 linear", "init": f"{blind.name} inflated to 4 channels (bayer_from_rgb)",
         "device": "cpu (2-core AMD EPYC, shared)", "threads": args.threads, "precision": "fp32",
         "seconds": round(seconds, 1), "final_loss": loss, "crops_seen": done * config.batch_size,
+        "schedule_note": note,
         "command": f"python bench/train_raw.py --steps {config.steps} --threads {args.threads}"
                    + (f" (then --from-checkpoint {args.from_checkpoint.name} --ship)" if args.from_checkpoint else ""),
     }

@@ -1,3 +1,3 @@
 """n2ncli: self-supervised photo and raw denoising with Neighbor2Neighbor."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

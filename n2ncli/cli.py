@@ -45,7 +45,12 @@ def main_options(
 
 
 def _warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _error(message: str, where: Console | None = None) -> None:
+    """One file's failure inside a run that goes on (the run's exit status says it failed)."""
+    (where or console).print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- denoise
@@ -73,87 +78,39 @@ def denoise(
 ) -> None:
     """Denoise images and raws with a trained model, in tiles; images keep bit depth, EXIF and ICC
     profile, raws become a DNG of the denoised mosaic or a 16-bit render."""
-    from n2ncli.backends.select import BACKENDS, describe, make_predictor
-    from n2ncli.denoise import RawOutput, TileOptions, choose_tile, expand_inputs, plan_jobs, refused_raws, run_jobs
-    from n2ncli.errors import ConfigError, IncompatibleModelError
-    from n2ncli.pd import PdSelector, parse_pd
-    from n2ncli.store import correlated_default, default_model, find_model, trained_stride
+    from n2ncli.batch import DenoiseRequest, execute, load_models, plan_run
 
-    stride = parse_pd(pd)
-    if backend.lower() not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
-    auto = tile.strip().lower() == "auto"
-    if not auto and not tile.strip().isdigit():
-        raise ConfigError(f"--tile must be auto or a number of pixels, got {tile!r}")
-    options = TileOptions(tile=0 if auto else int(tile), overlap=overlap, batch=batch)
-    suffix = None if output_format is None else "." + output_format.lower().lstrip(".")
-    jobs = plan_jobs(inputs, output, suffix=suffix, overwrite=overwrite, skip_existing=skip_existing)
-    if not jobs:
-        console.print("nothing to do: every output exists already (--skip-existing)", highlight=False)
-        return
-    refused = refused_raws(jobs)
-    if refused and len(inputs) == 1 and inputs[0].is_file():  # the one file asked for: its error
-        raise refused[0][1]
-    skipped = [str(exc) for _, exc in refused]  # a folder run goes on without them, listing them
-    for line in skipped:
+    request = DenoiseRequest(
+        inputs=tuple(inputs), output=output, model=model, backend=backend, device=device, precision=precision,
+        tile=tile, overlap=overlap, batch=batch, output_format=output_format, linear=linear, overwrite=overwrite,
+        skip_existing=skip_existing, self_ensemble=self_ensemble, compile=compile_, pd=pd, adapt=adapt,
+        adapt_minutes=adapt_minutes)
+    run = plan_run(request)
+    for line in run.failed:
+        _error(line)
+    for line in run.skipped:
         _warn(f"skipped {line}")
-    jobs = [job for job in jobs if all(job is not r for r, _ in refused)]
-    if not jobs and skip_existing and len(expand_inputs(inputs)) > len(refused):
-        console.print("nothing left to do: the other outputs exist already (--skip-existing)", highlight=False)
+    idle = run.idle_reason()
+    if idle is not None:
+        if run.failed:
+            raise typer.Exit(1)
+        console.print(idle, highlight=False)
         return
-    if not jobs:
-        raise ConfigError(f"none of the {len(skipped)} file(s) can be denoised (see the warnings above)")
-    kinds = sorted({job.kind for job in jobs})
-    if model:
-        record = find_model(model)
-        other = [job.source for job in jobs if job.kind != record.kind]
-        if other:
-            what = "raw files" if record.kind == "srgb" else "sRGB images"
-            raise IncompatibleModelError(f"model {record.name!r} is a {record.kind} model; it cannot denoise "
-                                         f"{what} ({other[0]}{' and more' if len(other) > 1 else ''})")
-        records = {record.kind: record}
+    if adapt and any(job.kind == "srgb" for job in run.jobs):
+        _load_adapted(run)
     else:
-        records = {k: default_model(k) for k in kinds}
-    camera = correlated_default() if not model and "srgb" in records else None
-    notes: list[str] = []
-    predictors = {k: make_predictor(r, backend, device, notes, precision=precision, compile=compile_)
-                  for k, r in records.items() if not (k == "srgb" and adapt)}
-    if adapt and "srgb" in records:
-        predictors["srgb"] = _adapted_predictor(records["srgb"], camera, [j.source for j in jobs if j.kind == "srgb"],
-                                                adapt, adapt_minutes, device, precision)
-        camera = None
-    first = next(iter(predictors.values()))
-    if auto:
-        options = TileOptions(tile=choose_tile(first, batch, options.context), overlap=overlap, batch=batch)
-        notes.append(f"--tile auto: {options.tile} px from the free memory")
-    where = describe(first)
-    if self_ensemble:
-        from n2ncli.baselines import SelfEnsemble
-
-        predictors = {k: SelfEnsemble(p) for k, p in predictors.items()}
-        where += ", x8 self-ensemble"
-    if "srgb" in predictors:
-        extra = make_predictor(camera, backend, device, notes, precision=precision, compile=compile_) if camera else None
-        predictors["srgb"] = PdSelector(predictors["srgb"], stride, trained_stride(records["srgb"]), extra,
-                                        trained_stride(camera) if camera else None)
-        where += f", pd {pd.lower()}"
+        load_models(run)
     if _state["verbose"]:
-        for note in notes:
-            console.print(f"[dim]{note}[/]", highlight=False)
-    used = ", ".join(f"[bold]{r.name}[/] ({r.noise})" for r in records.values())
-    if camera is not None:
-        used = (f"[bold]{camera.name}[/] for photos with camera-correlated noise (JPEGs from cameras and phones), "
+        for note in run.notes:
+            console.print(f"[dim]{escape(note)}[/]", highlight=False)
+    used = ", ".join(f"[bold]{r.name}[/] ({r.noise})" for r in run.records.values())
+    if run.camera is not None:
+        used = (f"[bold]{run.camera.name}[/] for photos with camera-correlated noise (JPEGs from cameras and phones), "
                 f"{used} for the others")
-    console.print(f"model {used} on {where}; {len(jobs)} file(s)", highlight=False)
-    raw_record = records.get("raw")
-    raw_output = RawOutput(linear=linear, software=f"n2ncli {__version__}", record=None if raw_record is None else {
-        "model": raw_record.name, "sha256": raw_record.sha256, "version": __version__,
-        "settings": {"backend": backend, "device": device, "precision": precision, "tile": options.tile,
-                     "overlap": options.overlap, "self_ensemble": self_ensemble},
-    })
+    console.print(f"model {used} on {run.where}; {len(run.jobs)} file(s)", highlight=False)
     t0 = time.perf_counter()
     with _progress() as progress:
-        files = progress.add_task("images", total=len(jobs))
+        files = progress.add_task("images", total=len(run.jobs))
         tiles = progress.add_task("tiles", total=None, visible=False)
 
         def on_start(job) -> None:  # noqa: ANN001 - every callback runs on this (the main) thread
@@ -163,17 +120,53 @@ def denoise(
             for w in warnings:
                 _warn(f"{job.source}: {w}")
             progress.update(files, advance=1)
-            if _state["verbose"] or len(jobs) == 1:
+            if _state["verbose"] or len(run.jobs) == 1:
                 progress.console.print(f"wrote {job.target}", highlight=False)
 
-        def on_retry(smaller: TileOptions, exc: BaseException) -> None:
+        def on_failed(job, line: str) -> None:  # noqa: ANN001
+            progress.update(files, advance=1)
+            _error(line, progress.console)
+
+        def on_retry(smaller, exc: BaseException) -> None:  # noqa: ANN001
             _warn(f"out of memory; retrying with --tile {smaller.tile}")
 
-        run_jobs(jobs, predictors, options, on_start=on_start, on_done=on_done, on_retry=on_retry,
-                 on_tile=lambda d, n: progress.update(tiles, completed=d, total=n), raw_output=raw_output)
+        result = execute(run, on_start=on_start, on_done=on_done, on_failed=on_failed, on_retry=on_retry,
+                         on_tile=lambda d, n: progress.update(tiles, completed=d, total=n))
         progress.update(tiles, visible=False)
-    console.print(f"denoised {len(jobs)} file(s) in {time.perf_counter() - t0:.1f} s"
-                  + (f"; skipped {len(skipped)}" if skipped else ""), highlight=False)
+    failed = len(run.failed) + len(result.failed)
+    if request.one_file and failed:
+        raise typer.Exit(1)  # one file asked for: its error line above says it all
+    counts = [f"wrote {len(result.written)}"]
+    if run.skipped or run.plan.existing:
+        counts.append(f"skipped {len(run.skipped) + run.plan.existing}")
+    if failed:
+        counts.append(f"[red]failed {failed}[/]")
+    console.print(f"denoised in {time.perf_counter() - t0:.1f} s: {', '.join(counts)} file(s)", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _load_adapted(run) -> None:  # noqa: ANN001
+    """load_models with --adapt's fine-tune drawn as a progress bar, then its verdict."""
+    from n2ncli.adapt import MAX_IMAGES
+    from n2ncli.batch import load_models
+
+    photos = sum(job.kind == "srgb" for job in run.jobs)
+    with _progress(TextColumn("loss {task.fields[loss]:.5f}")) as progress:
+        task = progress.add_task(f"adapting to {min(photos, MAX_IMAGES)} photo(s)", total=run.request.adapt,
+                                 loss=math.nan)
+
+        def on_progress(p) -> None:  # noqa: ANN001
+            if p.event == "step":
+                progress.update(task, completed=p.step, loss=p.loss)
+
+        load_models(run, on_adapt=on_progress)
+    done = run.adapted
+    c = done.check
+    verdict = (f"[green]used[/]: their self-supervised loss {c.before:.6f} -> {c.after:.6f} ({c.change:+.1%})" if done.used
+               else f"[yellow]not used[/]: it raised their self-supervised loss {c.before:.6f} -> {c.after:.6f} "
+                    f"({c.change:+.1%}); denoising with {run.records['srgb'].name} as it is")
+    console.print(f"--adapt: {done.steps} step(s) in {done.seconds:.0f} s at pd {done.pd}; {verdict}", highlight=False)
 
 
 def _progress(*extra) -> Progress:
@@ -215,12 +208,11 @@ def fit(
 ) -> None:
     """Train a denoiser on your own noisy photos or raws (self-supervised), or on clean ones with --noise."""
     from n2ncli.distributed import env_rank
-    from n2ncli.fit import FitRequest
+    from n2ncli.fit import FitRequest, default_name
     from n2ncli.fit import fit as run_fit
 
     if name is None:
-        base = inputs[0].resolve()
-        name = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in (base.stem if base.is_file() else base.name))[:64] or "model"
+        name = default_name(inputs)
     request = FitRequest(
         inputs=tuple(inputs), name=name, kind=kind.lower(), noise=noise, steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
         lr=lr, gamma_end=reg_weight, gamma_constant=reg_constant, sampler=sampler, seed=seed, device=device,
@@ -273,36 +265,6 @@ def fit(
               "(try more images, more steps or --pd 2)")
 
 
-def _adapted_predictor(record, camera, sources: list[Path], steps: int, minutes: float, device: str,  # noqa: ANN001, ANN202
-                       precision: str):
-    """denoise --adapt: fine-tune ``record`` (``camera`` for correlated noise, if given) on the
-    photos, then a PyTorch predictor of the result."""
-    from n2ncli.adapt import MAX_IMAGES, adapt_to_files
-    from n2ncli.backends.torch import TorchPredictor
-    from n2ncli.device import resolve_device
-    from n2ncli.store import build_model
-
-    dev = resolve_device(device)
-    with _progress(TextColumn("loss {task.fields[loss]:.5f}")) as progress:
-        task = progress.add_task(f"adapting to {min(len(sources), MAX_IMAGES)} photo(s)", total=steps,
-                                 loss=math.nan)
-
-        def on_progress(p) -> None:  # noqa: ANN001
-            if p.event == "step":
-                progress.update(task, completed=p.step, loss=p.loss)
-
-        def start(correlated: bool):  # noqa: ANN202
-            return build_model(camera if correlated and camera is not None else record)
-
-        done = adapt_to_files(start, sources, steps, minutes=minutes, device=dev, on_progress=on_progress)
-    c = done.check
-    verdict = (f"[green]used[/]: their self-supervised loss {c.before:.6f} -> {c.after:.6f} ({c.change:+.1%})" if done.used
-               else f"[yellow]not used[/]: it raised their self-supervised loss {c.before:.6f} -> {c.after:.6f} "
-                    f"({c.change:+.1%}); denoising with {record.name} as it is")
-    console.print(f"--adapt: {done.steps} step(s) in {done.seconds:.0f} s at pd {done.pd}; {verdict}", highlight=False)
-    return TorchPredictor(done.model, dev, precision)
-
-
 # --------------------------------------------------------------------------- eval
 
 @app.command("eval")
@@ -316,6 +278,7 @@ def evaluate_cmd(
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     backend: Annotated[str, typer.Option(help="auto (the fastest available), torch or onnx.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 (the paper's protocol), auto (the backend's choice: fp16 on CUDA), bf16 or fp16 (PyTorch autocast).")] = "fp32",
     batch: Annotated[Optional[int], typer.Option(help="Noisy repeats denoised per network call (default: up to 10 on a GPU, 1 on CPU).")] = None,
     pairs: Annotated[Optional[Path], typer.Option(help="Score on real noise: a folder of noisy/ + clean/ subfolders, or NAME_real.* + NAME_mean.* files.")] = None,
     fit_first: Annotated[bool, typer.Option("--fit-first", help="With --pairs: first fit a model on the noisy images (self-supervised), then score it.")] = False,
@@ -328,113 +291,66 @@ def evaluate_cmd(
     pd: Annotated[str, typer.Option("--pd", help="Pixel-shuffle stride: auto (with --pairs chosen per image as denoise does; 1 for synthetic noise, the paper's protocol), 1, 2 or 3.")] = "auto",
 ) -> None:
     """Score a model with the paper's protocol (PSNR/SSIM on uint8, fixed seed, repeats), beside baselines."""
-    from n2ncli.backends.select import describe, make_predictor
-    from n2ncli.baselines import BM3D_HINT, bm3d_available
-    from n2ncli.datasets import find_pairs
-    from n2ncli.errors import ConfigError, IncompatibleModelError
-    from n2ncli.evaluate import evaluate, evaluate_pairs, to_uint8
-    from n2ncli.io.image import read_image
-    from n2ncli.report import CropCollector, write_report
-    from n2ncli.pd import PdSelector, parse_pd
-    from n2ncli.store import default_model, find_model, trained_stride
+    from n2ncli.eval_run import EvalRequest, run_eval
 
-    stride = parse_pd(pd)
-    if fit_first and pairs is None:
-        raise ConfigError("--fit-first needs --pairs FOLDER (it fits on the noisy images of the pairs)")
-    if fit_steps < 1 or (limit is not None and limit < 1) or (repeats is not None and repeats < 1):
-        raise ConfigError("--fit-steps, --limit and --repeats must be at least 1")
-    found = find_pairs(pairs)[:limit] if pairs is not None else []
-    runs = [] if pairs is not None else _eval_runs(dataset, noise, data_dir, limit)
-    record = _eval_fit(pairs, found, fit_steps, device) if fit_first else (
-        find_model(model) if model else default_model("srgb"))
-    if record.kind != "srgb":
-        raise IncompatibleModelError(f"model {record.name!r} is a {record.kind} model; eval scores sRGB models")
-    notes: list[str] = []
-    predictor = make_predictor(record, backend, device, notes)
-    if _state["verbose"]:
-        for note in notes:
-            console.print(f"[dim]{note}[/]", highlight=False)
-    console.print(f"model [bold]{record.name}[/] on {describe(predictor)}", highlight=False)
-    report_notes: list[str] = []
-    if bm3d and not bm3d_available():
-        message = f"BM3D skipped: the bm3d package is not installed ({BM3D_HINT})"
-        _warn(message.replace("[", "\\["))  # not rich markup
-        report_notes.append(message)
-        bm3d = False
-    crops = CropCollector() if report_dir else None
-    results = []
-    with _progress() as progress:
-        if pairs is not None:
-            task = progress.add_task(f"{pairs.name} real noise", total=len(found))
-            images = [(name, read_image(n).to_float(), to_uint8(read_image(c).pixels)) for name, n, c in found]
-            baselines = _baselines(predictor, self_ensemble, bm3d, None)
-            results.append(evaluate_pairs(
-                PdSelector(predictor, stride, trained_stride(record)), images, dataset=pairs.name, threads=2, baselines=baselines,
-                on_output=crops.hook(pairs.name, "real") if crops else None,
-                on_image=lambda d, n: progress.update(task, completed=d)))
-        for name, images, reps, spec in runs:
-            reps = repeats or reps
-            gpu = "cpu" not in describe(predictor).lower()
-            per_call = batch or (min(reps, 10) if gpu else 1)
-            task = progress.add_task(f"{name} {spec.name}", total=len(images) * reps)
-            sigma = spec.lo if spec.kind == "gaussian" and spec.lo == spec.hi else None
-            results.append(evaluate(
-                PdSelector(predictor, stride or 1, trained_stride(record)), images, spec, dataset=name, repeats=reps, seed=seed, batch=per_call, threads=2,
-                baselines=_baselines(predictor, self_ensemble, bm3d, sigma),
-                on_output=crops.hook(name, spec.name) if crops else None,
-                on_image=lambda d, n, task=task: progress.update(task, completed=d)))
-    out.print(_eval_table(record.name, results, partial=limit is not None or repeats is not None))
-    _eval_outputs(record.name, seed, results, json_path, csv_path)
-    if report_dir:
-        page = write_report(report_dir, results, model=record.name, seed=seed, crops=crops, notes=report_notes)
-        console.print(f"wrote {page}", highlight=False)
+    request = EvalRequest(
+        dataset=dataset, noise=noise, model=model, data_dir=data_dir, repeats=repeats, seed=seed, limit=limit,
+        device=device, backend=backend, precision=precision, batch=batch, pairs=pairs, fit_first=fit_first,
+        fit_steps=fit_steps, self_ensemble=self_ensemble, bm3d=bm3d, json_path=json_path, csv_path=csv_path,
+        report_dir=report_dir, pd=pd)
+    with _EvalProgress() as draw:
+        outcome = run_eval(request, fit=_eval_fit, on_event=draw)
+    out.print(_eval_table(outcome.model, outcome.results, partial=request.partial))
+    if outcome.report:
+        console.print(f"wrote {outcome.report}", highlight=False)
 
 
-def _eval_runs(dataset: str, noise: str, data_dir: Optional[Path], limit: Optional[int]):  # noqa: ANN202
-    """(dataset name, clean uint8 images, the paper's repeats, noise spec) for every run asked for."""
-    from n2ncli.datasets import DATASETS, resolve_dataset
-    from n2ncli.errors import DatasetError
-    from n2ncli.evaluate import to_uint8
-    from n2ncli.io.image import list_images, read_image
-    from n2ncli.noise import PRESETS, parse_noise
+class _EvalProgress:
+    """Draws run_eval's events; the bars open at the first download or run, so never around --fit-first's own."""
 
-    specs = []
-    for item in (n.strip() for n in noise.split(",") if n.strip()):
-        specs.extend(parse_noise(p) for p in (PRESETS if item.lower() == "all" else (item,)))
-    specs = list(dict.fromkeys(specs))
-    names = [d.strip() for d in dataset.split(",") if d.strip()] or ["kodak"]
-    if data_dir is not None and len(names) > 1:
-        raise DatasetError("--data-dir applies to one dataset; give one --dataset with it")
-    runs = []
-    for item in names:
-        folder = Path(item).expanduser()
-        if item.lower() in DATASETS:
-            name = item.lower()
-            with _progress() as progress:
-                task = progress.add_task("download", total=None)
-                paths = resolve_dataset(name, data_dir, on_download=lambda f, d, t: progress.update(
-                    task, description=f"download {f}", completed=d, total=t or None))
-            reps = DATASETS[name].repeats
-        elif folder.is_dir():
-            name, paths, reps = folder.name, list_images(folder), 1
-            if name.lower() in DATASETS:  # an unverified copy: no paper figures beside it
-                name = f"{name} (folder)"
-        else:
-            raise DatasetError(f"unknown dataset {item!r} (known: {', '.join(DATASETS)}; or give a folder)")
-        paths = paths[:limit] if limit else paths
-        if not paths:
-            raise DatasetError(f"{item}: no PNG, JPEG or TIFF images")
-        images = [(p.name, to_uint8(read_image(p).pixels)) for p in paths]
-        runs.extend((name, images, reps, spec) for spec in specs)
-    return runs
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task = self.download = None
+
+    def __enter__(self) -> "_EvalProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, event) -> None:  # noqa: ANN001 - an n2ncli.eval_run.EvalEvent
+        if event.event == "note":
+            if _state["verbose"]:
+                console.print(f"[dim]{event.label}[/]", highlight=False)
+        elif event.event == "model":
+            console.print(f"model [bold]{event.label}[/] on {event.detail}", highlight=False)
+        elif event.event == "warning":
+            _warn(event.label)
+        elif event.event in ("download", "run"):
+            if self.progress is None:
+                self.progress = _progress()
+                self.progress.start()
+            if event.event == "run":
+                if self.download is not None:
+                    self.progress.update(self.download, visible=False)
+                self.task = self.progress.add_task(event.label, total=event.total)
+            else:
+                if self.download is None:
+                    self.download = self.progress.add_task("download", total=None)
+                self.progress.update(self.download, description=f"download {event.label}", completed=event.done,
+                                     total=event.total or None)
+        elif event.event == "image" and self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=event.done)
 
 
 def _eval_fit(folder: Path, found, steps: int, device: str):  # noqa: ANN001, ANN202
     """--fit-first: the self-supervised fit on the noisy images of the pairs, stored as eval-fit-NAME."""
     from n2ncli.fit import FitRequest
     from n2ncli.fit import fit as run_fit
+    from n2ncli.store import slugify
 
-    slug = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in folder.resolve().name)[:48] or "pairs"
+    slug = slugify(folder.resolve().name, max_len=48)
     request = FitRequest(inputs=tuple(n for _, n, _ in found), name=f"eval-fit-{slug}", steps=steps,
                          device=device, overwrite=True, checkpoint_every=max(steps, 1))
     with _progress() as progress:
@@ -447,17 +363,6 @@ def _eval_fit(folder: Path, found, steps: int, device: str):  # noqa: ANN001, AN
     console.print(f"fitted [bold]{outcome.record.name}[/] in {outcome.result.steps} steps "
                   f"({outcome.result.seconds:.0f} s, init: {outcome.init}, pd {outcome.pd}){verdict}", highlight=False)
     return outcome.record
-
-
-def _baselines(predictor, self_ensemble: bool, bm3d: bool, sigma: Optional[float]) -> dict:  # noqa: ANN001
-    from n2ncli.baselines import BM3D, SelfEnsemble
-
-    methods: dict = {}
-    if self_ensemble:
-        methods["self-ensemble"] = SelfEnsemble(predictor)
-    if bm3d:
-        methods["bm3d"] = BM3D(predictor.channels, sigma)
-    return methods
 
 
 def _eval_table(model: str, results, partial: bool) -> Table:  # noqa: ANN001
@@ -480,33 +385,6 @@ def _eval_table(model: str, results, partial: bool) -> Table:  # noqa: ANN001
     if partial and any(r.paper for r in results):
         table.caption = "* the paper's figures compare only to full runs (all images, the paper's repeats)"
     return table
-
-
-def _eval_outputs(model: str, seed: int, results, json_path: Optional[Path], csv_path: Optional[Path]) -> None:  # noqa: ANN001
-    import csv
-    import io
-
-    from n2ncli.fsutil import atomic_write_text
-
-    if json_path:
-        runs = [{"summary": r.summary(), "images": [vars(x) for x in r.scores]} for r in results]
-        payload: dict = {"model": model, "seed": seed}
-        if len(runs) == 1:
-            payload.update(runs[0])
-        payload["runs"] = runs
-        atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n")
-    if csv_path:
-        methods = list(dict.fromkeys(m for r in results for m in r.methods))
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["dataset", "noise", "image", "repeat", "noisy_psnr", "noisy_ssim", "psnr", "ssim",
-                         *(f"{m}_{k}" for m in methods for k in ("psnr", "ssim"))])
-        for r in results:
-            for sc in r.scores:
-                extra = [sc.baselines.get(m, {}).get(k, "") for m in methods for k in ("psnr", "ssim")]
-                writer.writerow([r.dataset, r.noise, sc.name, sc.repeat, sc.noisy_psnr, sc.noisy_ssim,
-                                 sc.psnr, sc.ssim, *extra])
-        atomic_write_text(csv_path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------- models

@@ -20,14 +20,12 @@ from n2ncli.backends import OutOfMemory, Predictor
 from n2ncli.bayer import pack, unpack
 from n2ncli.device import free_ram
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError, IncompatibleModelError, N2nError
-from n2ncli.io.image import IMAGE_EXTENSIONS, ImageData, list_images, read_image, write_image
-from n2ncli.io.raw import RAW_EXTENSIONS, RawData, is_raw, read_raw, render, rendered_exif
+from n2ncli.io.image import ImageData, read_image, write_image
+from n2ncli.io.raw import RawData, is_raw, read_raw, render, rendered_exif
+from n2ncli.jobs import Job
 from n2ncli.pd import PdSelector
 from n2ncli.tiling import Tile, TileAccumulator, tile_grid
 
-OUTPUT_TAG = ".n2n"  # default outputs are <stem>.n2n.<ext>; folder runs skip such files
-#: What a raw input can become: the denoised mosaic (DNG) or LibRaw's development of it.
-RAW_OUTPUTS = frozenset({".dng"}) | IMAGE_EXTENSIONS
 RAW_CHANNELS = 4
 #: Tiles start on the U-Net's 32-pixel pooling grid, so each tile pools the same cells the
 #: whole image would, and tiled output matches whole-image output.
@@ -253,102 +251,6 @@ class RawOutput:
     record: dict | None = None
 
 
-@dataclass(frozen=True)
-class Job:
-    source: Path
-    target: Path
-
-    @property
-    def kind(self) -> str:
-        return "raw" if is_raw(self.source) else "srgb"
-
-
-def is_denoised_output(path: Path) -> bool:
-    """One of our outputs: a ``*.n2n.*`` name, or a DNG carrying n2n's record (even renamed)."""
-    if path.stem.endswith(OUTPUT_TAG):
-        return True
-    if path.suffix.lower() != ".dng":
-        return False
-    from n2ncli.io.dng import read_processing_record
-
-    try:
-        return read_processing_record(path) is not None
-    except N2nError:
-        return False
-
-
-def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
-    """Files as given; folders expanded to their images and raws (recursively), skipping our own
-    outputs: ``*.n2n.*`` names and DNGs that carry n2n's processing record."""
-    files: list[Path] = []
-    for p in inputs:
-        if p.is_dir():
-            found = list_images(p, IMAGE_EXTENSIONS | RAW_EXTENSIONS)
-            files.extend(f for f in found if not is_denoised_output(f))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise ImageReadError(f"{p}: file not found")
-    return list(dict.fromkeys(files))
-
-
-def plan_jobs(inputs: Sequence[Path], output: Path | None, *, suffix: str | None = None,
-              overwrite: bool = False, skip_existing: bool = False) -> list[Job]:
-    """Pair each input with its output path and refuse anything that would lose data.
-
-    ``output`` is a file (one input, an image extension) or a folder; without it outputs go
-    beside the inputs as ``<stem>.n2n.<ext>``, where ``ext`` is the input's own for images and
-    ``.dng`` for raws (no other raw format is written). ``suffix`` forces the output format.
-    ``skip_existing`` drops jobs whose output exists (an interrupted folder run continues).
-    """
-    files = expand_inputs(inputs)
-    if not files:
-        raise ConfigError("no input images found")
-    if suffix is not None and suffix.lower() not in RAW_OUTPUTS:
-        raise ConfigError(f"unsupported output format {suffix!r} (use one of {', '.join(sorted(RAW_OUTPUTS))})")
-    single_file = output is not None and output.suffix.lower() in RAW_OUTPUTS and not output.is_dir()
-    if single_file and (len(files) > 1 or any(p.is_dir() for p in inputs)):
-        raise ConfigError(f"-o {output} names one file but there are {len(files)} inputs; give a folder")
-    if output is not None and output.suffix and not single_file and not output.is_dir():
-        raise ImageWriteError(f"{output}: unsupported output extension '{output.suffix}' "
-                              f"(use {', '.join(sorted(RAW_OUTPUTS))} or a folder)")
-    jobs = []
-    for src in files:
-        if single_file:
-            dst = output
-        else:
-            ext = (suffix or (".dng" if is_raw(src) else src.suffix)).lower()
-            folder = output if output is not None else src.parent
-            dst = folder / f"{src.stem}{OUTPUT_TAG}{ext}"
-        if dst.suffix.lower() == ".dng" and not is_raw(src):
-            raise ConfigError(f"{src}: only raw files can be written as DNG; choose .png, .tif or .jpg")
-        if dst.resolve() == src.resolve():
-            raise ImageWriteError(f"{dst}: refusing to overwrite the input")
-        if dst.exists() and skip_existing:
-            continue
-        if dst.exists() and not overwrite:
-            raise ImageWriteError(f"{dst}: exists already (use --overwrite to replace it, or --skip-existing)")
-        jobs.append(Job(src, dst))
-    targets = [j.target.resolve() for j in jobs]
-    if len(set(targets)) != len(targets):
-        raise ImageWriteError("two inputs would be written to the same output name; use separate folders")
-    return jobs
-
-
-def refused_raws(jobs: Sequence[Job]) -> list[tuple[Job, N2nError]]:
-    """The raw jobs n2n cannot denoise (X-Trans, LinearRaw, unreadable...), found from headers."""
-    from n2ncli.io.raw import probe_raw
-
-    refused = []
-    for job in jobs:
-        if job.kind == "raw":
-            try:
-                probe_raw(job.source)
-            except N2nError as exc:
-                refused.append((job, exc))
-    return refused
-
-
 def output_bit_depth(source_depth: int, target: Path) -> int:
     """16-bit survives into PNG and TIFF; JPEG is 8-bit."""
     return 8 if target.suffix.lower() in (".jpg", ".jpeg") else source_depth
@@ -395,13 +297,32 @@ def run_job(job: Job, predictor: Predictor, options: TileOptions = TileOptions()
     return data.warnings
 
 
+@dataclass
+class BatchResult:
+    """What a run of many files did: outputs written, files that failed (with the one-line
+    reason), and the tile options the last file ran with (after any out-of-memory retry)."""
+
+    options: TileOptions
+    written: list[Job]
+    failed: list[tuple[Job, str]]
+
+
+def failure_line(job: Job, exc: BaseException) -> str:
+    """One line naming the file and why it failed, whatever raised (LibRaw, Pillow, our own)."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, N2nError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if str(job.source) in text or str(job.target) in text else f"{job.source}: {text}"
+
+
 def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor], options: TileOptions = TileOptions(), *,
              workers: int = 2, ahead: int = 2,
              on_start: Callable[[Job], None] | None = None,
              on_tile: Callable[[int, int], None] | None = None,
              on_done: Callable[[Job, tuple[str, ...]], None] | None = None,
+             on_failed: Callable[[Job, str], None] | None = None,
              on_retry: Callable[[TileOptions, BaseException], None] | None = None,
-             raw_output: RawOutput = RawOutput()) -> TileOptions:
+             raw_output: RawOutput = RawOutput()) -> BatchResult:
     """Denoise many files with decoding and encoding overlapped with the network.
 
     Reader threads decode up to ``ahead`` images beyond the one the network is on, writer
@@ -411,22 +332,28 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
     warnings)`` once its output is on disk. Outputs are the same bytes as ``run_job`` one by one.
     ``predictor`` may map job kinds ("srgb", "raw") to predictors, for folders holding both.
 
-    The first error (unreadable input, failed write, ...) stops the run: images already
-    denoised are still written, nothing further is started, and the error is raised; writes are
-    atomic, so no partial output file is ever left. After an out-of-memory retry the smaller
-    tile is kept for the remaining files. Returns the options the last file ran with.
+    A file that cannot be read, denoised or written is reported to ``on_failed(job, line)`` and
+    the run goes on with the next one; writes are atomic, so no partial output file is ever
+    left. Only Ctrl-C (or a bug's exception outside a file's work) stops the run, after the
+    writes in flight complete. After an out-of-memory retry the smaller tile is kept for the
+    remaining files.
     """
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if ahead < 1:
         raise ConfigError(f"ahead must be >= 1, got {ahead}")
-    current = options
+    result = BatchResult(options, [], [])
 
     def retried(new: TileOptions, exc: BaseException) -> None:
-        nonlocal current
-        current = new
+        result.options = new
         if on_retry:
             on_retry(new, exc)
+
+    def failed(job: Job, exc: BaseException) -> None:
+        line = failure_line(job, exc)
+        result.failed.append((job, line))
+        if on_failed:
+            on_failed(job, line)
 
     readers = ThreadPoolExecutor(workers, thread_name_prefix="n2n-read")
     writers = ThreadPoolExecutor(workers, thread_name_prefix="n2n-write")
@@ -443,7 +370,12 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
 
     def finish_write() -> None:
         job, warnings, fut = writes.popleft()
-        fut.result()
+        try:
+            fut.result()
+        except Exception as exc:  # noqa: BLE001 - any encoder or disk error fails this file only
+            failed(job, exc)
+            return
+        result.written.append(job)
         if on_done:
             on_done(job, warnings)
 
@@ -452,16 +384,15 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
         while reads:
             job, fut = reads.popleft()
             read_more()
-            data = fut.result()
-            if on_start:
-                on_start(job)
-            net = predictor[job.kind] if isinstance(predictor, Mapping) else predictor
             try:
-                out = denoise_input(data, net, current, on_tile, retried)
-            except N2nError as exc:
-                if str(job.source) in str(exc):
-                    raise
-                raise type(exc)(f"{job.source}: {exc}") from exc  # say which file of the folder failed
+                data = fut.result()
+                if on_start:
+                    on_start(job)
+                net = predictor[job.kind] if isinstance(predictor, Mapping) else predictor
+                out = denoise_input(data, net, result.options, on_tile, retried)
+            except Exception as exc:  # noqa: BLE001 - a decoder's or backend's error fails this file only
+                failed(job, exc)
+                continue
             writes.append((job, data.warnings, writers.submit(_write, job, data, out, raw_output)))
             del data, out
             while writes and (writes[0][2].done() or len(writes) > ahead):
@@ -471,4 +402,4 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True)  # writes in flight complete, so no file is half-done
-    return current
+    return result

@@ -29,8 +29,9 @@ from n2ncli.noise import parse_noise
 from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, parse_pd
 from n2ncli.selfcheck import SelfCheck, held_out_loss, split_held_out
 from n2ncli.store import (ModelRecord, check_name, default_model, find_model, load_state, models_dir,
-                          runs_dir, save_model)
-from n2ncli.train import Progress, TrainConfig, TrainResult, ValidationPairs, load_checkpoint, train
+                          runs_dir, save_model, slugify)
+from n2ncli.train import (Progress, TrainConfig, TrainResult, ValidationPairs, load_checkpoint, train,
+                          training_autocast)
 
 PAPER_EPOCHS = 100
 PAPER_LR = 3e-4
@@ -91,6 +92,15 @@ class FitOutcome:
     check: SelfCheck | None = None
 
 
+def default_name(inputs: Sequence[Path]) -> str:
+    """The model name ``fit`` uses when none is given: the first input's folder (or file stem)
+    as a slug, so a folder such as ``Photos-été/`` or ``.shots/`` still gives a valid name."""
+    if not inputs:
+        raise ConfigError("no inputs to name the model after; give --name")
+    base = Path(inputs[0]).resolve()
+    return slugify(base.stem if base.is_file() else base.name)
+
+
 def choose_training_stride(request: FitRequest, kind: str, images: LoadedImages | StreamedImages) -> tuple[int, str]:
     """The PD stride of a fit, and why: the user's, 1 for raws and synthetic noise (independent
     per pixel), else measured on the photos (median ``noise_correlation`` of up to 8 of them)."""
@@ -115,7 +125,7 @@ def gather_images(inputs: Sequence[Path], kind: str = "auto") -> tuple[list[Path
     """
     if kind not in KINDS:
         raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    from n2ncli.denoise import is_denoised_output
+    from n2ncli.jobs import is_denoised_output
 
     files: list[Path] = []
     for p in inputs:
@@ -260,6 +270,7 @@ def _check_store(request: FitRequest) -> None:
 def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], None] | None,
          on_loading: Callable[[int, int], None] | None) -> FitOutcome:
     """The fit of one process (rank ``world.rank`` of ``world.size``)."""
+    training_autocast(world.device, request.precision)  # refuse fp16 on CPU before loading any image
     world.on_main(lambda: _check_store(request), share=False)
     paths, kind = world.everywhere(lambda: gather_images(request.inputs, request.kind))
     if world.distributed:  # shards and plans index one list: every rank must see the same files

@@ -25,6 +25,7 @@ def real_noisy(shared_data: Path) -> list[np.ndarray]:
     return [read_image(path).to_float()[:256, :256]]
 
 
+@pytest.mark.slow
 def test_adapt_measures_the_photos_noise_and_reports_its_check(real_noisy: list[np.ndarray]) -> None:
     model = build_model(find_model("srgb-gaussian5-50"))
     done = adapt(model, real_noisy, 2)
@@ -34,6 +35,7 @@ def test_adapt_measures_the_photos_noise_and_reports_its_check(real_noisy: list[
     assert (done.model is model) == (not done.used)
 
 
+@pytest.mark.slow
 def test_adapt_stops_at_its_time_limit(real_noisy: list[np.ndarray]) -> None:
     done = adapt(build_model(find_model("srgb-gaussian5-50")), real_noisy, 100, max_seconds=0.0)
     assert done.steps == 1

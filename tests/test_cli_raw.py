@@ -43,6 +43,7 @@ def noisy_copies(chart: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_fit_on_noisy_raws_then_denoise_lowers_the_error(n2n: Callable[..., Run], noisy_copies: Path, chart: Path,
                                                          tmp_path: Path, one_thread: None) -> None:
     fitted = n2n("fit", noisy_copies, "--name", "chart-raw", "--steps", 200, "--crop", 32, "--lr", 2e-3)
@@ -82,6 +83,7 @@ def test_writing_an_image_as_dng_is_refused(n2n: Callable[..., Run], shared_data
     ("xtrans_dng", "X-Trans sensor"),
     ("linear_raw_dng", "not a mosaic"),
     ("monochrome_dng", "monochrome sensor"),
+    ("cmyg_dng", "colour filter 'GMCY' has C, M, Y filters, not R/G/B"),
 ])
 def test_each_refused_kind_exits_1_with_the_file_and_reason(n2n: Callable[..., Run], tmp_path: Path,
                                                             maker: str, reason: str) -> None:
@@ -128,3 +130,25 @@ def test_skip_existing_with_only_a_refused_raw_left_succeeds_with_its_warning(
     assert "b.dng: X-Trans" in text and "nothing left to do" in text
     only_bad = n2n("denoise", folder / "b.dng", "-o", tmp_path / "b.tif")  # named alone: its own error
     assert only_bad.code == 1 and "X-Trans sensor" in error_line(only_bad)
+
+
+def test_a_folder_run_reports_a_truncated_raw_and_a_symlink_loop_and_writes_the_rest(
+        n2n: Callable[..., Run], tmp_path: Path, tiny_raw_model: str) -> None:
+    """One line per bad entry, every good file written, a summary, and exit 1 (docs/usage.md)."""
+    import synthetic_raw
+
+    folder = tmp_path / "card"
+    folder.mkdir()
+    synthetic_raw.bayer_dng(folder / "a.dng", "RGGB", 64, 96)
+    synthetic_raw.bayer_dng(tmp_path / "whole.dng", "RGGB", 64, 96)
+    data = (tmp_path / "whole.dng").read_bytes()
+    (folder / "b.dng").write_bytes(data[: len(data) * 2 // 3])  # the pixel data cut short
+    synthetic_raw.bayer_dng(folder / "c.dng", "GRBG", 64, 96)
+    (folder / "loop.dng").symlink_to("loop.dng")
+    run = n2n("denoise", folder, "-o", tmp_path / "out")
+    assert run.code == 1, run.err
+    assert "Traceback" not in run.err and "internal error" not in run.err
+    errors = [line for line in run.err.splitlines() if line.startswith("error:")]
+    assert any("b.dng" in line for line in errors) and any("loop.dng: symlink loop" in line for line in errors)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.n2n.dng", "c.n2n.dng"]
+    assert "wrote 2" in run.err and "failed 2" in run.err

@@ -47,6 +47,7 @@ def test_fit_on_camera_jpegs_picks_pd2_and_checks_itself(n2n: Callable[..., Run]
     assert record.extra["pd"] == 2 and record.extra["self_check"]["images"] == 1
 
 
+@pytest.mark.slow
 def test_denoise_adapt_reports_whether_it_used_the_fine_tune(n2n: Callable[..., Run], real_jpegs: Path,
                                                             tmp_path: Path) -> None:
     photo = next(real_jpegs.iterdir())

@@ -16,7 +16,8 @@ from PIL import Image, ImageCms
 import torch_threads
 
 from n2ncli.backends.torch import TorchPredictor
-from n2ncli.denoise import ALIGN, Job, TileOptions, denoise_array, mirror_index, plan_jobs, run_job
+from n2ncli.denoise import ALIGN, TileOptions, denoise_array, mirror_index, run_job
+from n2ncli.jobs import Job, plan_batch, plan_jobs
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError
 from n2ncli.io.image import read_image, write_image
 from n2ncli.store import DEFAULT_MODELS, SHIPPED_DIR, build_model, read_record
@@ -197,13 +198,57 @@ def test_two_inputs_with_one_output_name_are_refused(tmp_path: Path) -> None:
         plan_jobs([a1, a2], out)
 
 
-def test_same_stem_in_two_formats_collides_under_format(tmp_path: Path) -> None:
-    a_png = _png(tmp_path / "a.png")
-    a_tif = tmp_path / "a.tif"
+def test_same_stem_in_two_formats_keeps_the_source_extension(tmp_path: Path) -> None:
+    a_png = _png(tmp_path / "IMG_1.png")
+    a_tif = tmp_path / "IMG_1.tiff"
     write_image(a_tif, np.zeros((8, 8, 3), np.uint8))
+    b = _png(tmp_path / "b.png")
 
-    with pytest.raises(ImageWriteError, match="same output name"):
-        plan_jobs([a_png, a_tif], None, suffix=".png")
+    jobs = plan_jobs([tmp_path], None, suffix=".png")
+
+    assert jobs == [Job(a_png, tmp_path / "IMG_1.png.n2n.png"), Job(a_tif, tmp_path / "IMG_1.tiff.n2n.png"),
+                    Job(b, tmp_path / "b.n2n.png")]
+    assert plan_jobs([tmp_path], None, suffix=".png") == jobs  # predictable: the same names every time
+
+
+def test_camera_raw_plus_jpeg_pair_gets_two_outputs(tmp_path: Path) -> None:
+    """IMG_0001.JPG + IMG_0001.DNG (a camera's RAW+JPEG) under --format tif: both written, told apart."""
+    jpg = tmp_path / "IMG_0001.JPG"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(jpg, format="JPEG")
+    dng = tmp_path / "IMG_0001.DNG"
+    dng.write_bytes(b"")  # planning never decodes
+
+    targets = sorted(j.target.name for j in plan_jobs([tmp_path], tmp_path / "out", suffix=".tif"))
+
+    assert targets == ["IMG_0001.DNG.n2n.tif", "IMG_0001.JPG.n2n.tif"]
+
+
+def test_a_folder_input_keeps_its_subfolders_under_the_output_folder(tmp_path: Path) -> None:
+    a1, a2 = _png(tmp_path / "in" / "one" / "a.png"), _png(tmp_path / "in" / "two" / "a.png")
+    out = tmp_path / "out"
+
+    assert plan_jobs([tmp_path / "in"], out) == [Job(a1, out / "one" / "a.n2n.png"), Job(a2, out / "two" / "a.n2n.png")]
+
+
+def test_unreadable_folder_entries_are_listed_not_raised(tmp_path: Path) -> None:
+    good = _png(tmp_path / "good.png")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+
+    plan = plan_batch([tmp_path], tmp_path / "out")
+
+    assert plan.jobs == [Job(good, tmp_path / "out" / "good.n2n.png")]
+    assert plan.unreadable == [f"{tmp_path / 'dangling.png'}: dangling symlink (its target does not exist)",
+                               f"{tmp_path / 'loop.png'}: symlink loop"]
+
+
+def test_a_missing_file_among_several_is_listed(tmp_path: Path) -> None:
+    a = _png(tmp_path / "a.png")
+
+    plan = plan_batch([a, tmp_path / "missing.png"], None)
+
+    assert plan.jobs == [Job(a, tmp_path / "a.n2n.png")]
+    assert plan.unreadable == [f"{tmp_path / 'missing.png'}: file not found"]
 
 
 # ----------------------------------------------------------------------------- run_job

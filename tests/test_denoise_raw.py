@@ -16,7 +16,8 @@ import rawpy
 import torch
 
 from n2ncli.backends.torch import TorchPredictor
-from n2ncli.denoise import Job, RawOutput, TileOptions, denoise_raw, expand_inputs, plan_jobs, run_job, run_jobs
+from n2ncli.denoise import RawOutput, TileOptions, denoise_raw, run_job, run_jobs
+from n2ncli.jobs import Job, expand_inputs, plan_jobs
 from n2ncli.errors import ConfigError, ImageWriteError, IncompatibleModelError
 from n2ncli.io.image import read_image
 from n2ncli.io.raw import read_raw, render
@@ -67,6 +68,7 @@ def test_linear_tiff_and_8_bit_jpeg(kdc: Path, tmp_path: Path) -> None:
     assert np.abs(jpeg.pixels.astype(np.float64) - reference).mean() < 3  # JPEG compression only
 
 
+@pytest.mark.slow
 def test_tiles_fall_between_bayer_cells(chart: Path) -> None:
     """Tiles are cut on the packed grid: a tile of T packed pixels covers 2T mosaic pixels, and a
     real network gives the same result tiled as whole (up to the float noise of blending)."""

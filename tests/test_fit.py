@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from n2ncli.errors import ConfigError, DatasetError
-from n2ncli.fit import FitRequest, fit, gather_images
+from n2ncli.fit import FitRequest, default_name, fit, gather_images
+from n2ncli.store import check_name
 
 
 @pytest.fixture
@@ -72,3 +73,119 @@ def test_gather_leaves_out_our_own_denoised_outputs(tmp_path: Path, shared_data:
     write_dng(folder / "copy.dng", mosaic, kdc, software="converter", record=None)  # just another raw
     shutil.copy(folder / "a.kdc", folder / "a.n2n.kdc")
     assert gather_images([folder]) == ([folder / "a.kdc", folder / "copy.dng"], "raw")
+
+
+# ----------------------------------------------------------------------------- default names
+
+
+@pytest.mark.parametrize("folder", ["Photos-été", ".shots", "_raw", "Holiday Photos", "北京"])
+def test_default_names_from_folder_names_are_valid_and_stable(tmp_path: Path, folder: str) -> None:
+    (tmp_path / folder).mkdir()
+    name = default_name([tmp_path / folder])
+    assert check_name(name) == name and default_name([tmp_path / folder]) == name
+    if folder in ("Photos-été", "Holiday Photos"):
+        assert name == {"Photos-été": "photos-ete", "Holiday Photos": "holiday-photos"}[folder]
+
+
+def test_default_name_of_a_file_is_its_stem(tmp_path: Path) -> None:
+    (tmp_path / "Été.png").write_bytes(b"")
+    assert default_name([tmp_path / "Été.png"]) == "ete"
+
+
+def test_cli_fit_on_a_folder_with_accents_names_the_model_after_it(tmp_path: Path, shared_data: Path, n2n,
+                                                                   n2n_home: Path, one_thread: None) -> None:
+    """The reported bug: `n2n fit Photos-été/` failed with "bad model name" for a name never typed."""
+    folder = tmp_path / "Photos-été"
+    folder.mkdir()
+    shutil.copy(shared_data / "kodak24" / "kodim01.png", folder / "a.png")
+    run = n2n("fit", folder, "--steps", "1", "--crop", "32", "--batch-size", "1", "--init", "none",
+              "--no-self-check")
+    assert run.code == 0, run.err
+    assert (n2n_home / "models" / "photos-ete" / "model.json").is_file()
+
+
+def test_fp16_fit_on_cpu_is_refused_before_any_image_is_read(tmp_path: Path) -> None:
+    request = FitRequest(inputs=(tmp_path / "not-there",), name="m", steps=1, device="cpu", precision="fp16")
+    with pytest.raises(ConfigError, match="--precision bf16"):
+        fit(request)
+
+
+# ----------------------------------------------------------------------------- --val, --epochs, --sampler
+
+
+def _crops(shared_data: Path, folder: Path, names: tuple[str, ...], size: int = 64) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, name in enumerate(names):
+        with Image.open(shared_data / "kodak24" / f"kodim0{i + 1}.png") as im:
+            path = folder / name
+            im.crop((100, 100, 100 + size, 100 + size)).save(path)
+            out.append(path)
+    return out
+
+
+def test_validation_pairs_noisy_and_clean_subfolders_pair_by_stem(tmp_path: Path, shared_data: Path) -> None:
+    import numpy as np
+
+    from n2ncli.fit import load_validation, read_float
+
+    _crops(shared_data, tmp_path / "val" / "clean", ("a.png", "b.png"))
+    _crops(shared_data, tmp_path / "val" / "noisy", ("b.png", "c.png"))  # only b has a namesake
+    pairs = load_validation(tmp_path / "val", None, 3, seed=0)
+    assert len(pairs.noisy) == 1
+    np.testing.assert_array_equal(pairs.noisy[0], read_float(tmp_path / "val" / "noisy" / "b.png"))
+    np.testing.assert_array_equal(pairs.clean[0], read_float(tmp_path / "val" / "clean" / "b.png"))
+    (tmp_path / "val" / "noisy" / "b.png").rename(tmp_path / "val" / "noisy" / "d.png")
+    with pytest.raises(DatasetError, match="no file in noisy/ has a namesake in clean/"):
+        load_validation(tmp_path / "val", None, 3, seed=0)
+
+
+def test_validation_from_clean_images_adds_the_noise_reproducibly(tmp_path: Path, shared_data: Path) -> None:
+    import numpy as np
+
+    from n2ncli.fit import load_validation
+
+    _crops(shared_data, tmp_path / "val", ("a.png", "b.png"))
+    with pytest.raises(DatasetError, match="needs noisy/ and clean/ subfolders"):
+        load_validation(tmp_path / "val", None, 3, seed=0)
+    a = load_validation(tmp_path / "val", "gaussian25", 3, seed=4)
+    b = load_validation(tmp_path / "val", "gaussian25", 3, seed=4)
+    assert len(a.noisy) == 2
+    np.testing.assert_array_equal(a.noisy[0], b.noisy[0])
+    assert abs(float(np.std(a.noisy[0] - a.clean[0])) - 25 / 255) < 0.01
+
+
+def test_validate_scores_psnr_against_the_clean_images() -> None:
+    import math
+
+    import numpy as np
+    import torch
+
+    from n2ncli.train import ValidationPairs, validate
+
+    class Identity(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.2, 0.8, (32, 32, 3)).astype(np.float32)
+    noisy = (clean + rng.normal(0, 0.05, clean.shape)).astype(np.float32)
+    expected = 10 * math.log10(1 / float(np.mean((np.clip(noisy, 0, 1) - clean) ** 2)))
+    assert validate(Identity(), ValidationPairs([noisy], [clean]), torch.device("cpu")) == pytest.approx(expected, abs=1e-4)
+
+
+def test_fit_with_val_epochs_and_the_fixed_sampler(tmp_path: Path, shared_data: Path, one_thread: None) -> None:
+    """--epochs 2 over 6 images at batch 4 is ceil(2 * 6 / 4) = 3 steps; --val reports a PSNR;
+    --sampler fixed is what the model records."""
+    _crops(shared_data, tmp_path / "train", tuple(f"{k}.png" for k in "abcdef"))
+    _crops(shared_data, tmp_path / "val", ("v.png",))
+    outcome = fit(FitRequest(inputs=(tmp_path / "train",), name="val-epochs", epochs=2, batch_size=4, crop=32,
+                             val=tmp_path / "val", noise="gaussian25", sampler="fixed", self_check=False,
+                             checkpoint_every=100))
+    assert outcome.result.steps == 3
+    assert outcome.result.val_psnr is not None and 15 < outcome.result.val_psnr < 60
+    assert outcome.record.training["sampler"] == "fixed"
+    with pytest.raises(ConfigError, match="--steps or --epochs"):
+        fit(FitRequest(inputs=(tmp_path / "train",), name="both", epochs=1, steps=1))

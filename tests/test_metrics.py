@@ -164,21 +164,15 @@ def test_ssim_rejects_tiny_and_mismatched_images() -> None:
         ssim(np.zeros((20, 20)), np.zeros((20, 20, 3)))
 
 
-def test_ssim_full_kodak_image_is_fast() -> None:
-    import time
-
+def test_ssim_of_a_full_kodak_image_at_sigma_25() -> None:
+    """The whole 768x512 image (speed is benchmarked, not tested): noisy sigma 25 sits mid-range."""
     if not KODIM01.is_file():
         pytest.skip(f"Kodak data not found at {KODIM01}")
     with Image.open(KODIM01) as im:
         clean = np.asarray(im.convert("RGB"))
-    noisy = _noisy(clean, 25.0)
-    timings = []
-    for _ in range(2):  # best of two: the CI machine is shared
-        start = time.perf_counter()
-        value = ssim(clean, noisy)
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 0.3
+    value = ssim(clean, _noisy(clean, 25.0))
     assert 0.3 < value < 0.9
+    assert ssim(clean, clean) == pytest.approx(1.0)
 
 
 # --- convenience and torch --------------------------------------------------------------------

@@ -31,6 +31,7 @@ def test_split_keeps_every_image_once() -> None:
     assert Path("8.png") not in train.paths
 
 
+@pytest.mark.slow
 def test_the_held_out_loss_ranks_denoisers_as_their_error_does(kodak_crop: Callable[..., np.ndarray]) -> None:
     held = [kodak_crop(0, 0, 256, 256, image=name).transpose(2, 0, 1).astype(np.float32) / 255
             for name in ("kodim05.png", "kodim13.png")]

@@ -1,0 +1,206 @@
+"""One `n2n denoise` run, as the library sees it: plan the files, choose and load the models,
+then denoise them all. The CLI parses options into a ``DenoiseRequest`` and draws progress.
+
+Steps, in order (each can be called and tested on its own):
+
+1. ``plan_run``: the jobs, what is skipped (raw kinds n2n does not denoise, existing outputs)
+   and what failed before starting (unreadable entries, broken raw headers). No model loaded.
+2. ``load_models``: which model serves which kind of file (a ``--model`` must match the kind of
+   every input), the predictors, ``--adapt``'s fine-tune, the tile size, and the record a DNG
+   carries.
+3. ``execute``: ``run_jobs`` over every job; one bad file never stops the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from n2ncli import __version__
+from n2ncli.backends import Predictor
+from n2ncli.denoise import BatchResult, RawOutput, TileOptions, choose_tile, run_jobs
+from n2ncli.errors import ConfigError, IncompatibleModelError, UnsupportedRawError
+from n2ncli.jobs import Job, JobPlan, plan_batch, refused_raws
+from n2ncli.pd import PdSelector, parse_pd
+from n2ncli.store import ModelRecord
+
+
+@dataclass(frozen=True)
+class DenoiseRequest:
+    """Everything `n2n denoise` was asked, as plain values (see docs/usage.md)."""
+
+    inputs: tuple[Path, ...]
+    output: Path | None = None
+    model: str | None = None
+    backend: str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+    tile: str = "auto"  # "auto" (from free memory) or a number of pixels (0: whole image)
+    overlap: int = 32
+    batch: int = 1
+    output_format: str | None = None
+    linear: bool = False
+    overwrite: bool = False
+    skip_existing: bool = False
+    self_ensemble: bool = False
+    compile: bool = False
+    pd: str = "auto"
+    adapt: int = 0
+    adapt_minutes: float = 5.0
+
+    def __post_init__(self) -> None:
+        from n2ncli.backends.select import BACKENDS
+
+        parse_pd(self.pd)
+        if self.backend.lower() not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r} (use one of {', '.join(BACKENDS)})")
+        text = self.tile.strip().lower()
+        if text != "auto" and not text.isdigit():
+            raise ConfigError(f"--tile must be auto or a number of pixels, got {self.tile!r}")
+        self.tile_options()  # validates overlap, batch and the tile size
+
+    def tile_options(self) -> TileOptions:
+        auto = self.tile.strip().lower() == "auto"
+        return TileOptions(tile=0 if auto else int(self.tile), overlap=self.overlap, batch=self.batch)
+
+    @property
+    def suffix(self) -> str | None:
+        return None if self.output_format is None else "." + self.output_format.lower().lstrip(".")
+
+    @property
+    def one_file(self) -> bool:
+        """One input file named alone: its own error is the run's error."""
+        return len(self.inputs) == 1 and self.inputs[0].is_file()
+
+
+@dataclass
+class DenoiseRun:
+    """A planned run, then its models: what ``execute`` needs and what the CLI reports."""
+
+    request: DenoiseRequest
+    plan: JobPlan
+    jobs: list[Job]
+    skipped: list[str]  # "path: reason" for raws of a kind n2n does not denoise
+    failed: list[str]  # "path: reason" for entries that failed before the run
+    records: dict[str, ModelRecord] = field(default_factory=dict)  # kind -> model
+    camera: ModelRecord | None = None  # the real-photo model for correlated-noise images
+    predictors: dict[str, Predictor] = field(default_factory=dict)
+    options: TileOptions = field(default_factory=TileOptions)
+    where: str = ""  # backend and device, for the status line
+    notes: list[str] = field(default_factory=list)  # why choices were made (--verbose)
+    raw_output: RawOutput = field(default_factory=RawOutput)
+    adapted: Any = None  # n2ncli.adapt.Adapted after --adapt
+
+    def idle_reason(self) -> str | None:
+        """Why there is nothing to run ("nothing to do: ..."), or None when there are jobs.
+
+        Raises ConfigError when no file can be denoised at all and none was merely skipped."""
+        if self.jobs:
+            return None
+        if self.plan.existing and not self.failed:
+            return ("nothing left to do: the other outputs exist already (--skip-existing)" if self.skipped
+                    else "nothing to do: every output exists already (--skip-existing)")
+        if self.failed and not self.skipped:
+            return "nothing was denoised"
+        raise ConfigError(f"none of the {len(self.skipped) + len(self.failed)} file(s) can be denoised (see above)")
+
+
+def plan_run(request: DenoiseRequest) -> DenoiseRun:
+    """Step 1: the jobs and what is left out, from the file system and raw headers alone."""
+    plan = plan_batch(request.inputs, request.output, suffix=request.suffix, overwrite=request.overwrite,
+                      skip_existing=request.skip_existing)
+    refused = refused_raws(plan.jobs)
+    if refused and request.one_file:
+        raise refused[0][1]
+    skipped = [str(exc) for _, exc in refused if isinstance(exc, UnsupportedRawError)]
+    failed = list(plan.unreadable) + [str(exc) for _, exc in refused if not isinstance(exc, UnsupportedRawError)]
+    jobs = [job for job in plan.jobs if all(job is not r for r, _ in refused)]
+    return DenoiseRun(request, plan, jobs, skipped, failed)
+
+
+def choose_records(jobs: list[Job], model: str | None) -> tuple[dict[str, ModelRecord], ModelRecord | None]:
+    """(kind -> model, real-photo model or None) for these jobs: ``model`` when named, which
+    must be of the kind of every input; else each kind's default, and the real-photo model
+    beside the sRGB default for images whose noise is correlated."""
+    from n2ncli.store import correlated_default, default_model, find_model
+
+    if model:
+        record = find_model(model)
+        other = [job.source for job in jobs if job.kind != record.kind]
+        if other:
+            what = "raw files" if record.kind == "srgb" else "sRGB images"
+            raise IncompatibleModelError(f"model {record.name!r} is a {record.kind} model; it cannot denoise "
+                                         f"{what} ({other[0]}{' and more' if len(other) > 1 else ''})")
+        return {record.kind: record}, None
+    records = {k: default_model(k) for k in sorted({job.kind for job in jobs})}
+    return records, correlated_default() if "srgb" in records else None
+
+
+def dng_record(record: ModelRecord, request: DenoiseRequest, options: TileOptions) -> dict[str, Any]:
+    """What a denoised DNG records of how it was made (n2n's XMP processing record)."""
+    return {"model": record.name, "sha256": record.sha256, "version": __version__,
+            "settings": {"backend": request.backend, "device": request.device, "precision": request.precision,
+                         "tile": options.tile, "overlap": options.overlap, "self_ensemble": request.self_ensemble}}
+
+
+def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) -> None:
+    """Step 2: models, predictors (``--adapt`` fine-tunes first, reporting to ``on_adapt``),
+    the tile size and the DNG record, into ``run``."""
+    from n2ncli.backends.select import describe, make_predictor
+    from n2ncli.store import trained_stride
+
+    req = run.request
+    records, camera = choose_records(run.jobs, req.model)
+
+    def predictor(record: ModelRecord) -> Predictor:
+        return make_predictor(record, req.backend, req.device, run.notes, precision=req.precision, compile=req.compile)
+
+    predictors = {k: predictor(r) for k, r in records.items() if not (k == "srgb" and req.adapt)}
+    if req.adapt and "srgb" in records:
+        predictors["srgb"], run.adapted = _adapted(records["srgb"], camera, run.jobs, req, on_adapt)
+        camera = None
+    first = next(iter(predictors.values()))
+    options = req.tile_options()
+    if req.tile.strip().lower() == "auto":
+        options = TileOptions(tile=choose_tile(first, req.batch, options.context), overlap=req.overlap, batch=req.batch)
+        run.notes.append(f"--tile auto: {options.tile} px from the free memory")
+    where = describe(first)
+    if req.self_ensemble:
+        from n2ncli.baselines import SelfEnsemble
+
+        predictors = {k: SelfEnsemble(p) for k, p in predictors.items()}
+        where += ", x8 self-ensemble"
+    if "srgb" in predictors:
+        extra = predictor(camera) if camera else None
+        predictors["srgb"] = PdSelector(predictors["srgb"], parse_pd(req.pd), trained_stride(records["srgb"]), extra,
+                                        trained_stride(camera) if camera else None)
+        where += f", pd {req.pd.lower()}"
+    run.records, run.camera, run.predictors, run.options, run.where = records, camera, predictors, options, where
+    raw = records.get("raw")
+    run.raw_output = RawOutput(linear=req.linear, software=f"n2ncli {__version__}",
+                               record=None if raw is None else dng_record(raw, req, options))
+
+
+def _adapted(record: ModelRecord, camera: ModelRecord | None, jobs: list[Job], req: DenoiseRequest,
+             on_progress: Callable[[Any], None] | None) -> tuple[Predictor, Any]:
+    """--adapt: fine-tune ``record`` (``camera`` for correlated noise, if given) on the photos."""
+    from n2ncli.adapt import adapt_to_files
+    from n2ncli.backends.torch import TorchPredictor
+    from n2ncli.device import resolve_device
+    from n2ncli.store import build_model
+
+    dev = resolve_device(req.device)
+
+    def start(correlated: bool):  # noqa: ANN202
+        return build_model(camera if correlated and camera is not None else record)
+
+    done = adapt_to_files(start, [j.source for j in jobs if j.kind == "srgb"], req.adapt, minutes=req.adapt_minutes,
+                          device=dev, on_progress=on_progress)
+    return TorchPredictor(done.model, dev, req.precision), done
+
+
+def execute(run: DenoiseRun, **callbacks: Any) -> BatchResult:
+    """Step 3: denoise every job (``callbacks``: run_jobs's on_start, on_tile, on_done, on_failed, on_retry)."""
+    return run_jobs(run.jobs, run.predictors, run.options, raw_output=run.raw_output, **callbacks)

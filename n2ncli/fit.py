@@ -28,7 +28,7 @@ from n2ncli.io.raw import RAW_EXTENSIONS, TRAIN_FLOOR, is_raw, read_packed, read
 from n2ncli.noise import parse_noise
 from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, parse_pd
 from n2ncli.selfcheck import SelfCheck, held_out_loss, split_held_out
-from n2ncli.store import (ModelRecord, check_name, default_model, find_model, load_state, models_dir,
+from n2ncli.store import (ModelRecord, check_name, find_model, load_state, models_dir, warm_start_model,
                           runs_dir, save_model, slugify)
 from n2ncli.train import (Progress, TrainConfig, TrainResult, ValidationPairs, load_checkpoint, train,
                           training_autocast)
@@ -203,9 +203,9 @@ def resolve_init(init: str, kind: str, channels: int) -> tuple[dict[str, torch.T
     if init == "none":
         return None, "none"
     try:
-        record = default_model(kind) if init == "default" else find_model(init)
+        record = warm_start_model(kind) if init == "default" else find_model(init)
     except ModelNotFoundError:
-        if init == "default":  # no raw model yet: the first raw fit starts from scratch
+        if init == "default":  # no model of this kind installed: start from scratch
             return None, "none"
         raise
     if record.kind != kind or record.in_channels != channels:

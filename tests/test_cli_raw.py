@@ -13,6 +13,7 @@ from cli_run import Run, error_line
 from n2ncli.io.dng import write_dng
 from n2ncli.io.raw import read_raw
 
+RAW_CAMERA_RMSE_SHARE = 0.45  # raw-camera on shot0.dng: measured 0.37 (a 200-step fit: 0.77)
 SHOT, READ = 0.002, 4e-6  # Poisson-Gaussian noise in normalised units: ~125 DN RMS on this chart
 
 
@@ -46,7 +47,7 @@ def noisy_copies(chart: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_fit_on_noisy_raws_then_denoise_lowers_the_error(n2n: Callable[..., Run], noisy_copies: Path, chart: Path,
                                                          tmp_path: Path, one_thread: None) -> None:
-    fitted = n2n("fit", noisy_copies, "--name", "chart-raw", "--steps", 200, "--crop", 32, "--lr", 2e-3)
+    fitted = n2n("fit", noisy_copies, "--name", "chart-raw", "--steps", 50, "--crop", 64)  # from raw-camera
     assert fitted.code == 0, fitted.err
     assert "from 3 raw file(s)" in " ".join(fitted.err.split())
     out = tmp_path / "clean.dng"
@@ -56,14 +57,29 @@ def test_fit_on_noisy_raws_then_denoise_lowers_the_error(n2n: Callable[..., Run]
     noisy_rmse = np.sqrt(np.mean((_visible(noisy_copies / "shot0.dng") - reference) ** 2))
     denoised_rmse = np.sqrt(np.mean((_visible(out) - reference) ** 2))
     assert noisy_rmse > 100  # the test's noise dominates the chart's own
-    assert denoised_rmse < 0.85 * noisy_rmse  # measured 0.77 after 200 steps
+    assert denoised_rmse < 0.5 * noisy_rmse  # measured 0.39 (50 steps from raw-camera; 0.77 after 200 from scratch)
 
 
-def test_denoise_raw_without_a_raw_model_says_to_fit_one(n2n: Callable[..., Run], chart: Path,
-                                                          tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_the_shipped_raw_model_denoises_a_noisy_chart(n2n: Callable[..., Run], noisy_copies: Path,
+                                                     chart: Path, tmp_path: Path, one_thread: None) -> None:
+    """No fit first: `n2n denoise photo.dng -m raw-camera -o out.dng` lowers the error."""
+    out = tmp_path / "clean.dng"
+    run = n2n("denoise", noisy_copies / "shot0.dng", "-m", "raw-camera", "-o", out)
+    assert run.code == 0, run.err
+    reference = _visible(chart)
+    noisy_rmse = np.sqrt(np.mean((_visible(noisy_copies / "shot0.dng") - reference) ** 2))
+    denoised_rmse = np.sqrt(np.mean((_visible(out) - reference) ** 2))
+    assert denoised_rmse < RAW_CAMERA_RMSE_SHARE * noisy_rmse
+
+
+def test_denoise_raw_without_a_fitted_raw_model_says_what_to_do(n2n: Callable[..., Run], chart: Path,
+                                                                 tmp_path: Path) -> None:
     run = n2n("denoise", chart, "-o", tmp_path / "out.tif")
     assert run.code == 1
-    assert "no raw model available - run `n2n fit` on a folder of raw files first" in error_line(run)
+    line = error_line(run)
+    assert "no raw model available - run `n2n fit` on a folder of raw files first" in line
+    assert "-m raw-camera" in line
     assert not (tmp_path / "out.tif").exists()
 
 

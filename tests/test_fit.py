@@ -46,7 +46,7 @@ def test_fit_on_raws_trains_a_raw_model_with_the_papers_raw_settings(shared_data
     record = outcome.record
     assert (record.kind, record.in_channels, record.out_channels) == ("raw", 4, 4)
     assert record.training["lr"] == 1e-4 and record.training["gamma_end"] == 1.0
-    assert record.noise == "poisson-gaussian:0.002,1e-5" and outcome.init == "none"
+    assert record.noise == "poisson-gaussian:0.002,1e-5" and outcome.init == "raw-camera"  # the shipped raw model
 
 
 def test_a_second_raw_fit_warm_starts_from_the_first_and_never_crosses_kinds(shared_data: Path,

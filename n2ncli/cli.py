@@ -59,7 +59,7 @@ def _error(message: str, where: Console | None = None) -> None:
 def denoise(
     inputs: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF), raw files (DNG, CR2, NEF, ARW, ...) or folders.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder. Default: beside each input as <stem>.n2n.<ext> (.dng for raws).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: the shipped blind sRGB model for images; for raws your newest raw model (n2n fit a folder of raws first).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: the shipped blind sRGB model for images; for raws your newest fitted raw model (or -m raw-camera, shipped).")] = None,
     backend: Annotated[str, typer.Option(help="auto (ONNX Runtime on CPU when installed, else PyTorch), torch or onnx.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (the backend's choice), or fp32, bf16, fp16 on PyTorch; bf16 is faster on CPUs with AVX-512 bf16 for ~0.02 dB.")] = "auto",

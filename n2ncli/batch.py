@@ -54,6 +54,8 @@ class DenoiseRequest:
         from n2ncli.backends.select import BACKENDS
 
         parse_pd(self.pd)
+        if self.overwrite and self.skip_existing:
+            raise ConfigError("--overwrite and --skip-existing contradict each other: choose one")
         if self.backend.lower() not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r} (use one of {', '.join(BACKENDS)})")
         text = self.tile.strip().lower()

@@ -382,6 +382,12 @@ def test_denoise_folder_goes_on_past_a_broken_file(n2n: Callable[..., Run], tmp_
     assert "wrote 2" in run.err and "failed 2" in run.err
 
 
+def test_overwrite_with_skip_existing_is_refused(n2n: Callable[..., Run], photo: Path, tmp_path: Path) -> None:
+    run = n2n("denoise", photo, "-o", tmp_path / "out.png", "--overwrite", "--skip-existing")
+    assert run.code == 1 and "contradict each other" in error_line(run)
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_denoise_one_broken_file_is_one_error_line(n2n: Callable[..., Run], tmp_path: Path) -> None:
     (tmp_path / "broken.png").write_bytes(b"not a png at all")
 

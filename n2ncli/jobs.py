@@ -13,7 +13,9 @@ source extension in the name: ``IMG_1.png.n2n.png``, ``IMG_1.tiff.n2n.png``.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -77,13 +79,11 @@ def _entry_problem(path: Path) -> str | None:
     except RuntimeError:  # Python < 3.13 reports a symlink loop this way on some paths
         return "symlink loop"
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP
+        if exc.errno == errno.ELOOP:
             return "symlink loop"
         if path.is_symlink():
             return "dangling symlink (its target does not exist)"
         return exc.strerror or type(exc).__name__
-    import stat
-
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
     if not os.access(path, os.R_OK):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def config_for(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(steps=args.steps, batch_size=4, crop=256, lr=1e-4, lr_schedule="cosine", warmup_steps=0,
                        gamma_end=2.0, noise="camera", pd=1, target="independent", full_pd=2, seed=args.seed,
-                       precision="fp32", checkpoint_every=100, checkpoint_seconds=240)
+                       level_weight=args.level_weight, precision="fp32", checkpoint_every=100,
+                       checkpoint_seconds=240)
 
 
 def supervised(config: TrainConfig, images, run_dir: Path, init: dict) -> tuple[torch.nn.Module, float, float]:
@@ -89,6 +91,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--supervised", action="store_true")
+    ap.add_argument("--level-weight", type=float, default=0.0,
+                    help="weigh each crop's loss by its noise variance^-W (0.65: about 1/MSE, so every level "
+                         "counts alike in PSNR; 0: the plain mean)")
+    ap.add_argument("--keep-every", type=int, default=0,
+                    help="keep a copy of the checkpoint every N steps (checkpoint-<step>.pt), to evaluate later")
     ap.add_argument("--ship", action="store_true", help="write the finished model into the package (n2ncli/models)")
     ap.add_argument("--from-checkpoint", action="store_true",
                     help="write the model from the run's last checkpoint now (a run stopped before --steps)")
@@ -115,6 +122,8 @@ def main() -> None:
         resume = (run_dir / "checkpoint.pt").exists()
 
         def progress(p) -> None:  # noqa: ANN001
+            if p.event == "checkpoint" and args.keep_every and p.step % args.keep_every == 0:
+                shutil.copyfile(run_dir / "checkpoint.pt", run_dir / f"checkpoint-{p.step}.pt")
             if p.event == "step" and p.step % 25 == 0:
                 print(f"step {p.step}/{p.total} loss {p.loss:.6f} gamma {p.gamma:.2f} lr {p.lr:.2e} "
                       f"{p.steps_per_second:.3f} steps/s", flush=True)

@@ -28,7 +28,7 @@ from n2ncli.device import autocast_dtype
 from n2ncli.distributed import DistributedError, World, agreed, first_line, is_peer_failure, per_process_batch
 from n2ncli.errors import CheckpointError, ConfigError, N2nError
 from n2ncli.fsutil import atomic_path
-from n2ncli.loss import GammaSchedule, n2n_loss
+from n2ncli.loss import GammaSchedule, level_weights, n2n_loss
 from n2ncli.nets.unet import UNet
 from n2ncli.noise import parse_noise
 from n2ncli.pd import STRIDES as PD_STRIDES
@@ -64,6 +64,7 @@ class TrainConfig:
     target: str = "same"  # same: g2 from the input itself (the paper); independent: from a second noise draw
     full_pd: int = 1  # stride of f(y) in the regulariser (as the model's inference --pd)
     clip_aware: bool = False  # leave clipped target pixels out of the loss (8-bit photos)
+    level_weight: float = 0.0  # weigh each crop's loss by its noise variance^-this (n2ncli.loss.level_weights)
     noise: str | None = None  # None: the images are already noisy (the default use)
     seed: int = 0
     channels: int = 3
@@ -87,6 +88,9 @@ class TrainConfig:
             (self.full_pd in PD_STRIDES, f"full_pd must be one of {PD_STRIDES}, got {self.full_pd!r}"),
             (self.target in ("same", "independent"), f"target must be same or independent, got {self.target!r}"),
             (self.target == "same" or self.noise is not None, "an independent target needs synthetic noise"),
+            (self.level_weight == 0 or self.target == "independent",
+             "noise-level weights need an independent target (two draws measure the level)"),
+            (0 <= self.level_weight <= 2, f"level weight must be in [0, 2], got {self.level_weight}"),
             (self.crop // self.pd >= 32, f"crop {self.crop} is too small for pd {self.pd} (sub-images under 32 px)"),
             (self.lr_schedule in ("step", "cosine"), f"lr schedule must be step or cosine, got {self.lr_schedule!r}"),
             (self.checkpoint_every >= 1, "checkpoint interval must be >= 1"),
@@ -389,14 +393,19 @@ def _backward(config: TrainConfig, net: torch.nn.Module, ddp: Any, noise: Any, g
         gens = [sample_generator(config.seed, step, int(i), device) for i in samples]
         x = crops.to(device, non_blocking=True)
         second = None
+        weights = None
         if config.target == "independent":
             noisy, second = noise.apply_twice(x, gens)
+            if config.level_weight:
+                weights = level_weights(noisy, second, config.level_weight)
         else:
             noisy = noise.apply(x, generator=gens) if noise else x
         if config.pd > 1:  # each crop becomes its pd*pd sub-images, with its own draws
             if second is not None:
                 second = pd_subimages(second, gens, config.pd)[0]
             noisy, gens = pd_subimages(noisy, gens, config.pd)
+            if weights is not None:
+                weights = weights.repeat_interleave(config.pd * config.pd)
         if config.channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         # DDP averages the gradients once per step, after the last group (ranks may hold
@@ -406,7 +415,7 @@ def _backward(config: TrainConfig, net: torch.nn.Module, ddp: Any, noise: Any, g
         with contextlib.nullcontext() if ddp is None or last else ddp.no_sync():
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 terms = n2n_loss(net, noisy, gamma, sampler=config.sampler, generator=gens, target=second,
-                                 full_stride=config.full_pd, clip_aware=config.clip_aware)
+                                 full_stride=config.full_pd, clip_aware=config.clip_aware, weights=weights)
             weight = x.shape[0] / per_rank
             scaled = terms.total * weight
             (scaled if scaler is None else scaler.scale(scaled)).backward()

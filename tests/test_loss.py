@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from n2ncli.errors import ConfigError
-from n2ncli.loss import GammaSchedule, n2n_loss
+from n2ncli.loss import GammaSchedule, level_weights, n2n_loss
 from n2ncli.sampler import draw_pair_indices, subsample_pair
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -172,3 +172,32 @@ def test_clip_aware_loss_leaves_out_clipped_targets() -> None:
     assert float(b.reconstruction) > 0  # only the unclipped half counts, as a mean over it
     assert float(c.reconstruction) < float(b.reconstruction)  # plain: the zero-difference clipped half dilutes it
     assert torch.isfinite(a.total)
+
+
+def test_level_weights_favour_the_quieter_image_as_a_power_of_its_variance() -> None:
+    g = torch.Generator().manual_seed(3)
+    clean = torch.rand(2, 3, 64, 64, generator=g)
+    sigma = torch.tensor([5.0, 50.0]).view(2, 1, 1, 1) / 255
+    first = clean + sigma * torch.randn(clean.shape, generator=g)
+    second = clean + sigma * torch.randn(clean.shape, generator=g)
+    w = level_weights(first, second, 0.65)
+    assert w.mean().item() == pytest.approx(1.0)
+    # variance ratio 100 -> weight ratio 100^0.65 = 19.95 (the measured variances are within ~3 %)
+    assert (w[0] / w[1]).item() == pytest.approx(100**0.65, rel=0.05)
+    assert torch.allclose(level_weights(first, second, 0.0), torch.ones(2))
+
+
+def test_weighted_loss_is_the_weighted_mean_of_each_images_loss() -> None:
+    net, noisy = _tiny_net(), _noisy(shape=(2, 3, 12, 16))
+    gens = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)]
+    plain = n2n_loss(net, noisy, 1.0, generator=gens)
+    gens = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)]
+    even = n2n_loss(net, noisy, 1.0, generator=gens, weights=torch.ones(2))
+    assert torch.allclose(plain.total, even.total)
+    per = []
+    for i, seed in enumerate((5, 6)):
+        per.append(n2n_loss(net, noisy[i:i + 1], 1.0, generator=[torch.Generator().manual_seed(seed)]).total)
+    gens = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)]
+    weighted = n2n_loss(net, noisy, 1.0, generator=gens, weights=torch.tensor([3.0, 1.0]))
+    assert weighted.total.item() == pytest.approx((3 * per[0] + per[1]).item() / 4, rel=1e-5)
+    assert weighted.total.item() != pytest.approx(plain.total.item(), rel=1e-3)

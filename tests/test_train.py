@@ -402,6 +402,7 @@ def test_gamma_follows_the_run() -> None:
     ("full_pd", 0, "full_pd must be"),
     ("target", "clean", "target must be"),
     ("target", "independent", "needs synthetic noise"),
+    ("level_weight", 0.65, "need an independent target"),
 ])
 def test_train_config_rejects_bad_values(field: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -16,17 +16,98 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from n2ncli import __version__
+from n2ncli.device import DEVICE_CHOICES
 from n2ncli.errors import N2nError
 
 app = typer.Typer(
-    name="n2n", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
-    help="Remove noise from photos with Neighbor2Neighbor: train on your own noisy images, then denoise.",
+    name="n2n", no_args_is_help=True, add_completion=True, pretty_exceptions_show_locals=False,
+    help="Remove noise from photos with Neighbor2Neighbor: train on your own noisy images, then denoise. "
+         "-v and --debug go before or after the command.",
 )
 models_app = typer.Typer(no_args_is_help=True, help="List, inspect and remove models in the store.")
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 out = Console()
-_state = {"debug": False, "verbose": False}
+_state = {"debug": False, "verbose": False, "interrupt_said": False}
+
+
+# --------------------------------------------------------------------------- help and consoles
+
+def _value_name(param: Any) -> str | None:
+    """What a parameter's help shows for its value: nothing for a flag, else its METAVAR or a
+    click-style name of its type (TEXT, INTEGER, FLOAT, PATH)."""
+    if param.metavar is not None:
+        return param.metavar or None
+    if getattr(param, "is_flag", False) or getattr(param, "secondary_opts", None):
+        return None
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    for kind in getattr(annotation, "__args__", None) or (annotation,):
+        if kind is bool:
+            return None
+        names = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH"}
+        if kind in names:
+            return names[kind]
+    return "VALUE"
+
+
+def _tidy_help() -> None:
+    """Help as the CLIs people know write it.
+
+    typer 0.2x prints every parameter's Python type (``<bool>`` after each flag,
+    ``<list[Path]>``) and required arguments as ``{name}``; older typer (click) already
+    prints flags bare and ``INPUT...``. Guarded so that another typer keeps its own help.
+    """
+    core = getattr(typer, "core", None)
+    option, argument = getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)
+    if option is None or argument is None or not hasattr(option, "display_type_rich"):
+        return
+    option.display_type_rich = lambda self, ctx: _value_name(self)  # noqa: ARG005
+    argument.display_type_rich = lambda self, ctx: None  # noqa: ARG005 - the name column says it
+    if hasattr(argument, "_usage_display_name"):
+        argument._usage_display_name = lambda self: (self.display_name_raw if self.required
+                                                     else f"[{self.display_name_raw}]") + ("..." if self.nargs != 1 else "")
+    if hasattr(argument, "_rich_display_name"):
+        argument._rich_display_name = lambda self: self.display_name_raw + ("..." if self.nargs != 1 else "")
+
+
+def _command_help(typer_app: typer.Typer) -> None:
+    """Each command's help from its docstring as one paragraph (rich help keeps the docstring's
+    line breaks), escaped: help is plain text, never markup. Option help strings are evaluated
+    by typer itself, so a literal ``[`` in them is written ``\\[``."""
+    for each in [typer_app] + [group.typer_instance for group in typer_app.registered_groups]:
+        for command in each.registered_commands:
+            if command.help is None and command.callback.__doc__:
+                command.help = escape(" ".join(command.callback.__doc__.split()))
+
+
+def _fit_consoles() -> None:
+    """Off a terminal (a log file, a pipe) nothing is cut at 80 columns; COLUMNS still rules."""
+    if "COLUMNS" in os.environ:
+        return
+    for each in (console, out):
+        each.width = None if each.is_terminal else 100_000  # type: ignore[assignment]
+
+
+#: Options every command takes before or after its name (hoisted in front of it).
+_GLOBAL_FLAGS = frozenset({"-v", "--verbose", "--debug"})
+
+
+def _hoist_global_flags(argv: list[str]) -> list[str]:
+    """``n2n denoise -v x.png`` as ``n2n -v denoise x.png``: the global flags may follow the
+    command (up to a ``--``), as users type them."""
+    head: list[str] = []
+    rest: list[str] = []
+    seen_command = False
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if seen_command and arg in _GLOBAL_FLAGS:
+            head.append(arg)
+        else:
+            seen_command = seen_command or not arg.startswith("-")
+            rest.append(arg)
+    return head + rest
 
 
 def _version(value: bool) -> None:
@@ -57,11 +138,11 @@ def _error(message: str, where: Console | None = None) -> None:
 
 @app.command()
 def denoise(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF), raw files (DNG, CR2, NEF, ARW, ...) or folders.", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Image files (PNG, JPEG, TIFF), raw files (DNG, CR2, NEF, ARW, ...) or folders.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder. Default: beside each input as <stem>.n2n.<ext> (.dng for raws).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: the shipped blind sRGB model for images; for raws your newest fitted raw model (or -m raw-camera, shipped).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: srgb-camera for photos whose noise is correlated between pixels (camera and phone JPEGs), the blind srgb-gaussian5-50 for the others; for raws your newest fitted raw model (or -m raw-camera, shipped).")] = None,
     backend: Annotated[str, typer.Option(help="auto (ONNX Runtime on CPU when installed, else PyTorch), torch or onnx.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (the backend's choice), or fp32, bf16, fp16 on PyTorch; bf16 is faster on CPUs with AVX-512 bf16 for ~0.02 dB.")] = "auto",
     tile: Annotated[str, typer.Option(help="Tile size in pixels (multiple of 32; 0 = whole image), or auto: from free memory (RAM, or VRAM on a GPU).")] = "auto",
     overlap: Annotated[int, typer.Option(help="Pixels blended between neighbouring tiles.")] = 32,
@@ -94,7 +175,7 @@ def denoise(
     if idle is not None:
         if run.failed:
             raise typer.Exit(1)
-        console.print(idle, highlight=False)
+        console.print(escape(idle), highlight=False)
         return
     if adapt and any(job.kind == "srgb" for job in run.jobs):
         _load_adapted(run)
@@ -107,7 +188,7 @@ def denoise(
     if run.camera is not None:
         used = (f"[bold]{run.camera.name}[/] for photos with camera-correlated noise (JPEGs from cameras and phones), "
                 f"{used} for the others")
-    console.print(f"model {used} on {run.where}; {len(run.jobs)} file(s)", highlight=False)
+    console.print(f"model {used} on {escape(run.where)}; {len(run.jobs)} file(s)", highlight=False)
     t0 = time.perf_counter()
     with _progress() as progress:
         files = progress.add_task("images", total=len(run.jobs))
@@ -116,22 +197,37 @@ def denoise(
         def on_start(job) -> None:  # noqa: ANN001 - every callback runs on this (the main) thread
             progress.update(tiles, completed=0, total=None, visible=True, description=job.source.name)
 
+        finished = [0]  # files done or failed, for an interrupted run's last line
+
         def on_done(job, warnings: tuple[str, ...]) -> None:  # noqa: ANN001
             for w in warnings:
                 _warn(f"{job.source}: {w}")
+            finished[0] += 1
             progress.update(files, advance=1)
             if _state["verbose"] or len(run.jobs) == 1:
-                progress.console.print(f"wrote {job.target}", highlight=False)
+                progress.console.print(f"wrote {escape(str(job.target))}", highlight=False)
 
         def on_failed(job, line: str) -> None:  # noqa: ANN001
+            finished[0] += 1
             progress.update(files, advance=1)
             _error(line, progress.console)
 
         def on_retry(smaller, exc: BaseException) -> None:  # noqa: ANN001
             _warn(f"out of memory; retrying with --tile {smaller.tile}")
 
-        result = execute(run, on_start=on_start, on_done=on_done, on_failed=on_failed, on_retry=on_retry,
-                         on_tile=lambda d, n: progress.update(tiles, completed=d, total=n))
+        try:
+            result = execute(run, on_start=on_start, on_done=on_done, on_failed=on_failed, on_retry=on_retry,
+                             on_tile=lambda d, n: progress.update(tiles, completed=d, total=n))
+        except KeyboardInterrupt:
+            progress.stop()
+            done = finished[0]
+            left = len(run.jobs) - done
+            again = "" if request.skip_existing else " with --skip-existing"
+            console.print(f"[yellow]interrupted[/] after {done} of {len(run.jobs)} file(s) in "
+                          f"{time.perf_counter() - t0:.0f} s; nothing half-written was left behind. "
+                          f"To do the other {left}, run the same command again{again}.", highlight=False)
+            _state["interrupt_said"] = True
+            raise typer.Exit(130) from None
         progress.update(tiles, visible=False)
     failed = len(run.failed) + len(result.failed)
     if request.one_file and failed:
@@ -152,13 +248,12 @@ def _load_adapted(run) -> None:  # noqa: ANN001
     from n2ncli.batch import load_models
 
     photos = sum(job.kind == "srgb" for job in run.jobs)
-    with _progress(TextColumn("loss {task.fields[loss]:.5f}")) as progress:
-        task = progress.add_task(f"adapting to {min(photos, MAX_IMAGES)} photo(s)", total=run.request.adapt,
-                                 loss=math.nan)
+    with _progress(TextColumn("{task.fields[loss]}")) as progress:
+        task = progress.add_task(f"adapting to {min(photos, MAX_IMAGES)} photo(s)", total=run.request.adapt, loss="")
 
         def on_progress(p) -> None:  # noqa: ANN001
             if p.event == "step":
-                progress.update(task, completed=p.step, loss=p.loss)
+                progress.update(task, completed=p.step, loss=f"loss {p.loss:.5f}")
 
         load_models(run, on_adapt=on_progress)
     done = run.adapted
@@ -169,16 +264,113 @@ def _load_adapted(run) -> None:  # noqa: ANN001
     console.print(f"--adapt: {done.steps} step(s) in {done.seconds:.0f} s at pd {done.pd}; {verdict}", highlight=False)
 
 
-def _progress(*extra) -> Progress:
+def _progress(*extra: TextColumn) -> "Progress | _LineProgress":
+    """Bars on a terminal; plain lines at a steady interval in a log file or a pipe."""
+    if not console.is_terminal:
+        return _LineProgress(*extra)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra,
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+
+
+#: Seconds between two progress lines of a task off a terminal (N2N_PROGRESS_SECONDS overrides).
+LINE_PROGRESS_SECONDS = 15.0
+
+
+class _Line:
+    """One task of :class:`_LineProgress`."""
+
+    def __init__(self, description: str, total: float | None, visible: bool, fields: dict) -> None:
+        self.description, self.total, self.visible, self.fields = description, total, visible, fields
+        self.completed = 0.0
+        self.started = self.said_at = time.monotonic()
+        self.said: float | None = None  # the count of its last line (None: none yet)
+
+
+class _LineProgress:
+    """The part of rich's Progress that the commands use, for output that is not a terminal:
+    a redrawn bar would write nothing until the end (or garbage) into a log, so each task
+    prints a plain line (count, its fields, rate, ETA) every LINE_PROGRESS_SECONDS, and its
+    last state at the end if it printed any."""
+
+    def __init__(self, *columns: TextColumn) -> None:
+        self.console = console
+        self.columns = columns
+        self.tasks: dict[int, _Line] = {}
+        env = os.environ.get("N2N_PROGRESS_SECONDS")
+        try:
+            self.interval = float(env) if env else LINE_PROGRESS_SECONDS
+        except ValueError:
+            self.interval = LINE_PROGRESS_SECONDS
+
+    def __enter__(self) -> "_LineProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        for task in self.tasks.values():
+            if task.said is not None and task.said != task.completed:
+                self._say(task)
+
+    def add_task(self, description: str, total: float | None = None, visible: bool = True, **fields: Any) -> int:
+        key = len(self.tasks)
+        self.tasks[key] = _Line(description, total, visible, fields)
+        return key
+
+    def update(self, key: int, *, completed: float | None = None, total: float | None = None,
+               advance: float | None = None, description: str | None = None, visible: bool | None = None,
+               **fields: Any) -> None:
+        task = self.tasks[key]
+        if description is not None and description != task.description:
+            task.description, task.started, task.said = description, time.monotonic(), None
+        if visible is not None:
+            task.visible = visible
+        if total is not None or completed == 0:
+            task.total = total
+        if completed is not None:
+            task.completed = completed
+        if advance:
+            task.completed += advance
+        task.fields.update(fields)
+        if task.visible and task.completed and time.monotonic() - task.said_at >= self.interval:
+            self._say(task)
+
+    def _say(self, task: _Line) -> None:
+        now = time.monotonic()
+        elapsed = now - task.started
+        parts = [f"{task.completed:.0f}/{task.total:.0f} ({task.completed / task.total:.0%})" if task.total
+                 else f"{task.completed:.0f}"]
+        view = _TaskView(task.description, task.fields)
+        parts += [text for text in (c.text_format.format(task=view).strip() for c in self.columns) if text]
+        parts.append(f"{_clock(elapsed)} elapsed")
+        if task.total and task.completed and elapsed > 0:
+            rate = task.completed / elapsed
+            parts.append(f"ETA {_clock((task.total - task.completed) / rate)}")
+        self.console.print(f"{escape(task.description)}: {', '.join(parts)}", highlight=False)
+        task.said_at, task.said = now, task.completed
+
+
+class _TaskView:
+    """What a TextColumn's format string reads of a task."""
+
+    def __init__(self, description: str, fields: dict) -> None:
+        self.description, self.fields = description, fields
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 # --------------------------------------------------------------------------- fit
 
 @app.command()
 def fit(
-    inputs: Annotated[list[Path], typer.Argument(help="Folders or files of noisy photos or raw files (or clean ones with --noise).", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Folders or files of noisy photos or raw files (or clean ones with --noise).", show_default=False)],
     name: Annotated[Optional[str], typer.Option(help="Model name in the store (default: the folder's name).")] = None,
     kind: Annotated[str, typer.Option(help="auto (raw when the inputs are raw files), srgb or raw: which files of a mixed folder to train on.")] = "auto",
     noise: Annotated[Optional[str], typer.Option(help="Add synthetic noise to clean images: gaussian25, gaussian5-50, poisson30, poisson5-50, gaussian:SIGMA, poisson:LAMBDA, camera (real-camera noise: a random camera and ISO, developed to 8-bit/JPEG); for clean raws poisson-gaussian:A,B (variance A*x+B, normalised).")] = None,
@@ -191,7 +383,7 @@ def fit(
     reg_constant: Annotated[bool, typer.Option(help="Keep gamma constant instead of ramping it.")] = False,
     sampler: Annotated[str, typer.Option(help="random (the paper) or fixed (the ablation).")] = "random",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes (default: 0 when the images fit in memory, else up to 4).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run of this --name from its last checkpoint.")] = False,
     val: Annotated[Optional[Path], typer.Option(help="Validation folder: noisy/ + clean/ pairs, or clean images with --noise.")] = None,
@@ -223,35 +415,35 @@ def fit(
     if env_rank() != 0:  # a torchrun rank other than 0: rank 0 shows the progress and the outcome
         run_fit(request)
         return
-    stats = {"loss": math.nan, "gamma": math.nan, "lr": math.nan, "rate": math.nan, "val": None}
-    columns = (TextColumn("loss {task.fields[loss]:.5f}  γ {task.fields[gamma]:.2f}  lr {task.fields[lr]:.1e}  "
-                          "{task.fields[rate]:.2f} it/s{task.fields[val]}"),)
+    columns = (TextColumn("{task.fields[stats]}{task.fields[val]}"),)
     with _progress(*columns) as progress:
-        task = progress.add_task("loading", total=None, loss=math.nan, gamma=math.nan, lr=math.nan, rate=math.nan, val="")
+        task = progress.add_task("loading", total=None, stats="", val="")  # no figures before the first step
 
         def on_loading(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
         def on_progress(p) -> None:  # noqa: ANN001
             if p.event == "step":
-                stats.update(loss=p.loss, gamma=p.gamma, lr=p.lr, rate=p.steps_per_second)
-                progress.update(task, description=f"training {name}", completed=p.step, total=p.total,
-                                loss=p.loss, gamma=p.gamma, lr=p.lr, rate=p.steps_per_second)
+                progress.update(task, description=f"training {escape(name)}", completed=p.step, total=p.total,
+                                stats=f"loss {p.loss:.5f}  γ {p.gamma:.2f}  lr {p.lr:.1e}  {p.steps_per_second:.2f} it/s")
             elif p.event == "validation":
-                stats["val"] = p.val_psnr
                 progress.update(task, val=f"  val {p.val_psnr:.2f} dB")
+            elif p.event == "resumed":
+                progress.console.print(f"resuming {escape(name)} from its checkpoint at step {p.step} of {p.total}",
+                                       highlight=False)
             elif p.event == "checkpoint" and _state["verbose"]:
-                progress.console.print(f"checkpoint at step {p.step}: {p.checkpoint}", highlight=False)
+                progress.console.print(f"checkpoint at step {p.step}: {escape(str(p.checkpoint))}", highlight=False)
 
         outcome = run_fit(request, on_progress=on_progress, on_loading=on_loading)
     for line in outcome.skipped:
         _warn(f"skipped {line}")
     r = outcome.result
     val = f", val PSNR {r.val_psnr:.2f} dB" if r.val_psnr is not None else ""
+    resumed = f" (resumed at step {outcome.resumed_from})" if outcome.resumed_from is not None else ""
     console.print(
-        f"[green]done:[/] model [bold]{outcome.record.name}[/] from {outcome.images} {'raw file' if outcome.record.kind == 'raw' else 'image'}(s), {r.steps} steps in "
+        f"[green]done:[/] model [bold]{outcome.record.name}[/] from {outcome.images} {'raw file' if outcome.record.kind == 'raw' else 'image'}(s), {r.steps} steps{resumed} in "
         f"{r.seconds / 60:.1f} min (init: {outcome.init}, pd {outcome.pd}: {outcome.pd_reason}), final loss "
-        f"{r.final_loss:.5f}{val} -> {outcome.record.folder}",
+        f"{r.final_loss:.5f}{val} -> {escape(str(outcome.record.folder))}",
         highlight=False)
     check = outcome.check
     if check is not None and check.passed:
@@ -276,7 +468,7 @@ def evaluate_cmd(
     repeats: Annotated[Optional[int], typer.Option(help="Noise draws per image (default: the paper's: Kodak 10, BSD300 3, Set14 20, others 1).")] = None,
     seed: Annotated[int, typer.Option(help="Noise seed (the paper's code uses 101).")] = 101,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     backend: Annotated[str, typer.Option(help="auto (the fastest available), torch or onnx.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32 (the paper's protocol), auto (the backend's choice: fp16 on CUDA), bf16 or fp16 (PyTorch autocast).")] = "fp32",
     batch: Annotated[Optional[int], typer.Option(help="Noisy repeats denoised per network call (default: up to 10 on a GPU, 1 on CPU).")] = None,
@@ -284,7 +476,7 @@ def evaluate_cmd(
     fit_first: Annotated[bool, typer.Option("--fit-first", help="With --pairs: first fit a model on the noisy images (self-supervised), then score it.")] = False,
     fit_steps: Annotated[int, typer.Option(help="Training steps for --fit-first.")] = 200,
     self_ensemble: Annotated[bool, typer.Option("--self-ensemble", help="Also score the model averaged over the 8 flips/rotations (8x slower).")] = False,
-    bm3d: Annotated[bool, typer.Option("--bm3d", help="Also score BM3D (needs: pip install 'n2ncli[bm3d]').")] = False,
+    bm3d: Annotated[bool, typer.Option("--bm3d", help="Also score BM3D (needs: pip install 'n2ncli\\[bm3d]').")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results (summary and per image) as JSON.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the per-image scores as CSV.")] = None,
     report_dir: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report (index.html + crop PNGs) into this folder.", file_okay=False)] = None,
@@ -302,7 +494,7 @@ def evaluate_cmd(
         outcome = run_eval(request, fit=_eval_fit, on_event=draw)
     out.print(_eval_table(outcome.model, outcome.results, partial=request.partial))
     if outcome.report:
-        console.print(f"wrote {outcome.report}", highlight=False)
+        console.print(f"wrote {escape(str(outcome.report))}", highlight=False)
 
 
 class _EvalProgress:
@@ -322,9 +514,9 @@ class _EvalProgress:
     def __call__(self, event) -> None:  # noqa: ANN001 - an n2ncli.eval_run.EvalEvent
         if event.event == "note":
             if _state["verbose"]:
-                console.print(f"[dim]{event.label}[/]", highlight=False)
+                console.print(f"[dim]{escape(event.label)}[/]", highlight=False)
         elif event.event == "model":
-            console.print(f"model [bold]{event.label}[/] on {event.detail}", highlight=False)
+            console.print(f"model [bold]{escape(event.label)}[/] on {escape(str(event.detail))}", highlight=False)
         elif event.event == "warning":
             _warn(event.label)
         elif event.event in ("download", "run"):
@@ -369,13 +561,13 @@ def _eval_table(model: str, results, partial: bool) -> Table:  # noqa: ANN001
     from n2ncli.report import LABELS
 
     methods = list(dict.fromkeys(m for r in results for m in r.methods))
-    table = Table(title=f"{model}: PSNR (dB) / SSIM")
-    for col in ("dataset", "noise", "images x rep.", "noisy input", f"[bold]{model}[/]",
+    table = Table(title=f"{escape(model)}: PSNR (dB) / SSIM")
+    for col in ("dataset", "noise", "images x rep.", "noisy input", f"[bold]{escape(model)}[/]",
                 *(LABELS.get(m, m) for m in methods), "paper (Table 1)"):
         table.add_column(col, justify="left" if col in ("dataset", "noise") else "right")
     for r in results:
         s = r.summary()
-        cells = [r.dataset, r.noise, f"{s['images']} x {r.repeats}", f"{s['noisy_psnr']:.2f} / {s['noisy_ssim']:.4f}",
+        cells = [escape(r.dataset), escape(r.noise), f"{s['images']} x {r.repeats}", f"{s['noisy_psnr']:.2f} / {s['noisy_ssim']:.4f}",
                  f"[bold]{s['psnr']:.2f} / {s['ssim']:.4f}[/]"]
         cells += [f"{r.baseline_mean(m, 'psnr'):.2f} / {r.baseline_mean(m, 'ssim'):.4f}" if m in r.methods else ""
                   for m in methods]
@@ -400,13 +592,13 @@ def models_list() -> None:
     for r in list_models():
         k25 = r.metrics.get("kodak/gaussian25", {}).get("psnr") if isinstance(r.metrics.get("kodak/gaussian25"), dict) else None
         noise = "real" if r.noise.startswith("real") else r.noise  # fitted on noisy photos as they are
-        table.add_row(r.name, r.kind, noise, str(r.in_channels), "shipped" if r.shipped else "yours",
+        table.add_row(escape(r.name), r.kind, escape(noise), str(r.in_channels), "shipped" if r.shipped else "yours",
                       f"{k25:.2f}" if k25 else "", r.created[:10])
     out.print(table)
 
 
 @models_app.command("show")
-def models_show(name: Annotated[str, typer.Argument(help="Model name or folder.")]) -> None:
+def models_show(name: Annotated[str, typer.Argument(metavar="MODEL", help="Model name or folder.")]) -> None:
     """Everything model.json says about a model."""
     from n2ncli.store import find_model
 
@@ -418,25 +610,25 @@ def models_show(name: Annotated[str, typer.Argument(help="Model name or folder."
 
 
 @models_app.command("rm")
-def models_rm(name: Annotated[str, typer.Argument(help="Model name in your store.")]) -> None:
+def models_rm(name: Annotated[str, typer.Argument(metavar="MODEL", help="Model name in your store.")]) -> None:
     """Remove one of your models (shipped ones stay)."""
     from n2ncli.store import remove_model
 
     folder = remove_model(name)
-    console.print(f"removed {name} ({folder})", highlight=False)
+    console.print(f"removed {escape(name)} ({escape(str(folder))})", highlight=False)
 
 
 @models_app.command("path")
-def models_path(name: Annotated[Optional[str], typer.Argument(help="A model (default: the store itself).")] = None) -> None:
+def models_path(name: Annotated[Optional[str], typer.Argument(metavar="MODEL", help="A model (default: the store itself).")] = None) -> None:
     """Print where models live (or where one model lives)."""
     from n2ncli.store import find_model, models_dir
 
-    out.print(str(find_model(name).folder if name else models_dir()), highlight=False, soft_wrap=True)
+    out.print(str(find_model(name).folder if name else models_dir()), markup=False, highlight=False, soft_wrap=True)
 
 
 @models_app.command("export")
 def models_export(
-    name: Annotated[str, typer.Argument(help="Model name or folder.")],
+    name: Annotated[str, typer.Argument(metavar="MODEL", help="Model name or folder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.", dir_okay=False)],
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
     fp16: Annotated[bool, typer.Option("--fp16", help="Store float16 weights and compute in float16 (GPU providers); I/O stays float32.")] = False,
@@ -451,7 +643,11 @@ def models_export(
         raise ConfigError(f"{output} exists; pass --overwrite to replace it")
     record = find_model(name)
     path = export_onnx(record, output, opset=opset, fp16=fp16)
-    console.print(f"exported {record.name} ({'fp16' if fp16 else 'fp32'}, opset {opset}) to {path}", highlight=False)
+    console.print(f"exported {record.name} ({'fp16' if fp16 else 'fp32'}, opset {opset}) to {escape(str(path))}", highlight=False)
+
+
+_tidy_help()
+_command_help(app)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -470,9 +666,10 @@ def main() -> None:
     """Console entry point: user errors become one line and exit 1; Ctrl-C exits 130."""
     from n2ncli.train import TrainingInterrupted
 
+    _fit_consoles()
     try:
-        code = app(standalone_mode=False)
-        if code == 130:  # typer turns a KeyboardInterrupt into a returned exit code
+        code = app(args=_hoist_global_flags(sys.argv[1:]), standalone_mode=False)
+        if code == 130 and not _state["interrupt_said"]:  # typer returns a KeyboardInterrupt as 130
             console.print("[yellow]interrupted[/]; nothing half-written was left behind")
         if isinstance(code, int) and code:
             sys.exit(code)
@@ -502,6 +699,6 @@ def main() -> None:
             sys.exit(130)
         if _state["debug"]:
             raise
-        console.print(f"[red]internal error:[/] {exc.__class__.__name__}: {exc} (run with --debug for details)",
+        console.print(f"[red]internal error:[/] {exc.__class__.__name__}: {escape(str(exc))} (run with --debug for details)",
                       highlight=False, soft_wrap=True)
         sys.exit(1)

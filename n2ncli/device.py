@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from n2ncli.errors import ConfigError
 
+if TYPE_CHECKING:  # torch is imported where a device is resolved, so `n2n --help` does without it
+    import torch
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: The one wording of what --device takes, for every command's help and error.
+DEVICE_CHOICES = "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps"
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto") -> "torch.device":
     """``auto`` prefers CUDA, then Apple MPS, then CPU; asking for a missing one is an error."""
+    import torch
+
     name = name.lower()
     if name == "auto":
         if torch.cuda.is_available():
@@ -28,11 +35,13 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("mps")
     if name == "cpu":
         return torch.device("cpu")
-    raise ConfigError(f"unknown device {name!r} (use one of {', '.join(DEVICES)})")
+    raise ConfigError(f"unknown device {name!r} (use {DEVICE_CHOICES})")
 
 
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+def autocast_dtype(device: "torch.device", precision: str) -> "torch.dtype | None":
     """The autocast dtype for ``precision`` (auto: bf16 on CUDA, fp32 elsewhere); None = fp32."""
+    import torch
+
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -90,6 +90,7 @@ class FitOutcome:
     pd: int = 1
     pd_reason: str = ""
     check: SelfCheck | None = None
+    resumed_from: int | None = None  # the checkpoint's step, for a resumed run
 
 
 def default_name(inputs: Sequence[Path]) -> str:
@@ -364,7 +365,8 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
         return record
 
     record = world.on_main(store)
-    return FitOutcome(record, result, data.count, data.skipped, init_name, stride, stride_reason, check)
+    return FitOutcome(record, result, data.count, data.skipped, init_name, stride, stride_reason, check,
+                      resumed_from=int(saved["step"]) if saved else None)
 
 
 def _init_model(state: dict[str, torch.Tensor] | None, channels: int) -> torch.nn.Module | None:

@@ -135,7 +135,7 @@ class TrainConfig:
 class Progress:
     """What the trainer reports to its caller (the CLI draws it; tests read it)."""
 
-    event: str  # "step" | "checkpoint" | "validation" | "done" | "interrupted"
+    event: str  # "resumed" | "step" | "checkpoint" | "validation" | "done" | "interrupted"
     step: int
     total: int
     loss: float = math.nan
@@ -282,6 +282,8 @@ def train(config: TrainConfig, images: LoadedImages, *, device: torch.device, ru
                             extra or {}, run.grad_ema, run.scaler)
             last_saved = at
 
+    if resume:
+        report(Progress("resumed", run.start_step, config.steps))
     try:
         stop.install()
         for step in range(run.start_step, config.steps):
@@ -361,10 +363,12 @@ def _restore(config: TrainConfig, device: torch.device, amp: torch.dtype | None,
         model = UNet(config.channels, init=config.net_init)
     if state is not None:
         saved = TrainConfig.from_dict(state["config"])
-        diff = [f.name for f in dataclasses.fields(config)
+        diff = [f"{f.name} {getattr(config, f.name)!r} (the checkpoint's: {getattr(saved, f.name)!r})"
+                for f in dataclasses.fields(config)
                 if f.name not in BOOKKEEPING and getattr(saved, f.name) != getattr(config, f.name)]
         if diff:
-            raise CheckpointError(f"settings differ from the checkpoint's ({', '.join(diff)}); resume with the same options")
+            raise CheckpointError(f"settings differ from the checkpoint's: {'; '.join(diff)}; "
+                                  "resume with the same options")
         model.load_state_dict(_strip_compiled(state["model"]))
     elif init_state is not None:
         model.load_state_dict(init_state)

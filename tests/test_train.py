@@ -147,6 +147,7 @@ def test_interrupted_run_resumes_to_exactly_the_same_weights(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 
     resumed = _run(RESUME_CONFIG, kodak_images, tmp_path, resume=True)
+    assert [(p.event, p.step, p.total) for p in resumed.events[:1]] == [("resumed", 3, 5)]
     assert [p.step for p in resumed.steps()] == [4, 5]
     expected = _weights(reference_run.run_dir / "checkpoint.pt")
     got = resumed.result.model.state_dict()
@@ -181,10 +182,13 @@ def _write_checkpoint(path: Path, config: TrainConfig = RESUME_CONFIG, step: int
                                               ({"seed": 4}, "seed"), ({"steps": 6}, "steps")])
 def test_resume_with_other_settings_is_refused(kodak_images: LoadedImages, tmp_path: Path,
                                                change: dict, field: str) -> None:
+    """The error names each differing setting with both values: the new one and the checkpoint's."""
     _write_checkpoint(tmp_path / "checkpoint.pt")
     other = dataclasses.replace(RESUME_CONFIG, **change)
-    with pytest.raises(CheckpointError, match=field):
+    with pytest.raises(CheckpointError) as err:
         train(other, kodak_images, device=CPU, run_dir=tmp_path, resume=True)
+    new, old = getattr(other, field), getattr(RESUME_CONFIG, field)
+    assert f"{field} {new!r} (the checkpoint's: {old!r})" in str(err.value)
 
 
 def test_resume_without_a_checkpoint_is_refused(kodak_images: LoadedImages, tmp_path: Path) -> None:

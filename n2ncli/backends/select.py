@@ -7,6 +7,7 @@ it is installed, and PyTorch on GPUs unless ONNX Runtime's own CUDA provider rea
 from __future__ import annotations
 
 from n2ncli.backends import Predictor
+from n2ncli.device import DEVICE_CHOICES, DEVICES
 from n2ncli.errors import ConfigError
 from n2ncli.store import ModelRecord
 
@@ -14,7 +15,6 @@ BACKENDS = ("auto", "torch", "onnx")
 #: ``auto`` is each backend's own choice (fp32 on CPU, fp16 on GPUs); the others run on PyTorch.
 #: bf16 on CPU: -0.02 dB on Kodak sigma 25 for 1.5-2x speed on AVX-512 bf16 CPUs (docs/benchmarks.md).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def _torch(record: ModelRecord, device: str, precision: str = "auto", compile: bool = False) -> Predictor:  # noqa: A002
@@ -75,8 +75,8 @@ def make_predictor(record: ModelRecord, backend: str = "auto", device: str = "au
     backend, device, precision = backend.lower(), device.lower(), precision.lower()
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
-    if device.split(":")[0] not in _DEVICES:
-        raise ConfigError(f"unknown device {device!r} (use one of {', '.join(_DEVICES)})")
+    if device.split(":")[0] not in DEVICES:
+        raise ConfigError(f"unknown device {device!r} (use {DEVICE_CHOICES})")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r} (use one of {', '.join(PRECISIONS)})")
     if precision != "auto" and backend == "onnx":

@@ -63,7 +63,7 @@ def _parse(exif: bytes | None) -> Image.Exif:
 
 
 def test_extensions_are_lower_case() -> None:
-    assert IMAGE_EXTENSIONS == {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+    assert IMAGE_EXTENSIONS == {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".heic", ".heif", ".hif", ".avif", ".webp"}
 
 
 def test_png_8bit_round_trip_is_exact(tmp_path: Path, kodak: np.ndarray) -> None:
@@ -124,7 +124,7 @@ def test_palette_tiff_is_expanded_to_rgb(tmp_path: Path, kodak: np.ndarray) -> N
 
 
 def test_jpeg_keeps_exif_and_icc(tmp_path: Path, kodak: np.ndarray, icc: bytes) -> None:
-    out = write_image(tmp_path / "a.jpg", kodak, exif=_exif(), icc_profile=icc, jpeg_quality=95)
+    out = write_image(tmp_path / "a.jpg", kodak, exif=_exif(), icc_profile=icc, quality=95)
     data = read_image(out)
     assert data.icc_profile == icc
     exif = _parse(data.exif)
@@ -244,9 +244,9 @@ def _folder(folder: Path, kodak: np.ndarray) -> Path:
     return path
 
 
-def _float_tiff(folder: Path, kodak: np.ndarray) -> Path:
-    path = folder / "float.tif"
-    tifffile.imwrite(path, kodak.astype(np.float32) / 255, photometric="rgb")
+def _int32_tiff(folder: Path, kodak: np.ndarray) -> Path:
+    path = folder / "int32.tif"
+    tifffile.imwrite(path, kodak.astype(np.int32), photometric="rgb")
     return path
 
 
@@ -254,11 +254,11 @@ def _float_tiff(folder: Path, kodak: np.ndarray) -> Path:
     ("make", "reason"),
     [
         (_truncated_png, "cannot decode PNG"),
-        (_text_as_png, "not a PNG, JPEG or TIFF"),
+        (_text_as_png, "not a PNG, JPEG, TIFF, HEIF/HEIC, AVIF or WebP image"),
         (_empty_jpeg, "empty file"),
         (_missing, "not found"),
         (_folder, "directory"),
-        (_float_tiff, "unsupported sample format float32"),
+        (_int32_tiff, "unsupported sample format int32"),
     ],
 )
 def test_bad_input_gives_one_line_error(

@@ -128,7 +128,8 @@ def test_denoise_ctrl_c_exits_130_and_leaves_no_output(tmp_path: Path) -> None:
     err = proc.communicate(timeout=120)[1]
 
     assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    assert "interrupted after 0 of 1 file(s)" in err and "Traceback" not in err
+    assert "run the same command again with --skip-existing" in err and err.count("interrupted") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png"]
 
 

@@ -20,7 +20,7 @@ from n2ncli.backends import OutOfMemory, Predictor
 from n2ncli.bayer import pack, unpack
 from n2ncli.device import free_ram
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError, IncompatibleModelError, N2nError
-from n2ncli.io.image import ImageData, read_image, write_image
+from n2ncli.io.image import ImageData, read_image, writable_bit_depth, write_image
 from n2ncli.io.raw import RawData, is_raw, read_raw, render, rendered_exif
 from n2ncli.jobs import Job
 from n2ncli.pd import PdSelector
@@ -213,18 +213,31 @@ def denoise_image_data(data: ImageData, predictor: Predictor, options: TileOptio
     """Denoise a decoded image; grey photos run through an RGB model as three equal channels.
 
     A ``PdSelector`` predictor picks its pixel-shuffle stride for this image first (``--pd``).
+
+    Float images (float TIFF) may hold values outside [0, 1]: highlights above 1 from HDR merges
+    and scene-referred edits, negatives from wide-gamut conversions. The network only knows
+    [0, 1], so it denoises each pixel clipped to [0, 1] (NaN seen as 0, +inf as 1) and what the
+    clipping cut off is added back unchanged afterwards: in-range pixels are denoised exactly as
+    in an 8/16-bit image, out-of-range ones keep their excess over 1 (or below 0) as it was, not
+    denoised, so highlights stay above 1, negatives stay negative, NaN and infinities stay where
+    they were, and a model that changes nothing gives the input back bit for bit.
     """
     pixels = data.to_float()
+    excess = data.pixels - pixels if data.is_float else None
     if isinstance(predictor, PdSelector):
         predictor = predictor.for_image(pixels)
     c = pixels.shape[2]
     if c == predictor.channels:
-        return denoise_array(pixels, predictor, options, on_tile, on_retry)
-    if c == 1 and predictor.channels == 3:
+        out = denoise_array(pixels, predictor, options, on_tile, on_retry)
+    elif c == 1 and predictor.channels == 3:
         out = denoise_array(np.repeat(pixels, 3, axis=2), predictor, options, on_tile, on_retry)
-        return out.mean(axis=2, keepdims=True)
-    raise IncompatibleModelError(
-        f"{data.source}: the model takes {predictor.channels}-channel input, the image has {c}")
+        out = out.mean(axis=2, keepdims=True)
+    else:
+        raise IncompatibleModelError(
+            f"{data.source}: the model takes {predictor.channels}-channel input, the image has {c}")
+    if excess is not None:
+        out += excess
+    return out
 
 
 def denoise_raw(raw: RawData, predictor: Predictor, options: TileOptions = TileOptions(),
@@ -252,8 +265,9 @@ class RawOutput:
 
 
 def output_bit_depth(source_depth: int, target: Path) -> int:
-    """16-bit survives into PNG and TIFF; JPEG is 8-bit."""
-    return 8 if target.suffix.lower() in (".jpg", ".jpeg") else source_depth
+    """The source's depth where the target format keeps it: float (32) only into TIFF, 16-bit
+    into PNG, TIFF and HEIF (10 bits), JPEG, WebP and AVIF are 8-bit."""
+    return min(source_depth, writable_bit_depth(target.suffix))
 
 
 def read_input(path: Path) -> ImageData | RawData:
@@ -282,7 +296,8 @@ def _write(job: Job, data: ImageData | RawData, out: np.ndarray, raw_output: Raw
         write_image(job.target, rgb.astype(np.float32) / np.float32(65535), bit_depth=depth,
                     exif=rendered_exif(data.source))
         return
-    write_image(job.target, np.clip(out, 0.0, 1.0), bit_depth=output_bit_depth(data.bit_depth, job.target),
+    pixels = out if data.is_float else np.clip(out, 0.0, 1.0)  # float: kept as is in TIFF, clipped by other formats
+    write_image(job.target, pixels, bit_depth=output_bit_depth(data.bit_depth, job.target),
                 exif=data.exif, icc_profile=data.icc_profile)
 
 

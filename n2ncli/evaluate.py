@@ -16,7 +16,7 @@ import numpy as np
 
 from n2ncli.backends import Predictor
 from n2ncli.errors import DatasetError, IncompatibleModelError
-from n2ncli.io.image import to_8bit
+from n2ncli.io.image import float_to_native, to_8bit
 from n2ncli.metrics import quantize_uint8, psnr, ssim
 from n2ncli.noise import NoiseSpec
 
@@ -220,5 +220,8 @@ def _match_channels(img: np.ndarray, channels: int) -> np.ndarray:
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """uint8 or uint16 HxWxC -> uint8 (16-bit rounded to the nearest 8-bit value)."""
+    """uint8, uint16 or float HxWxC -> uint8 (16-bit rounded to the nearest 8-bit value, float
+    clipped to [0,1] first, as a float TIFF's values)."""
+    if pixels.dtype.kind == "f":
+        return float_to_native(pixels, 8)
     return pixels if pixels.dtype == np.uint8 else to_8bit(pixels)

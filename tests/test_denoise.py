@@ -16,10 +16,11 @@ from PIL import Image, ImageCms
 import torch_threads
 
 from n2ncli.backends.torch import TorchPredictor
-from n2ncli.denoise import ALIGN, TileOptions, denoise_array, mirror_index, run_job
+from identity import Identity
+from n2ncli.denoise import ALIGN, TileOptions, denoise_array, denoise_image_data, mirror_index, run_job
 from n2ncli.jobs import Job, plan_batch, plan_jobs
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError
-from n2ncli.io.image import read_image, write_image
+from n2ncli.io.image import FLOAT_DEPTH, ImageData, float_to_native, read_image, write_image
 from n2ncli.store import DEFAULT_MODELS, SHIPPED_DIR, build_model, read_record
 from n2ncli.tiling import tile_grid
 
@@ -348,3 +349,50 @@ def test_input_file_is_never_modified(noisy16_png: Path, tmp_path: Path, predict
     run_job(Job(noisy16_png, tmp_path / "elsewhere.png"), predictor)
 
     assert _sha(noisy16_png) == before and noisy16_png.stat().st_mtime_ns == mtime
+
+
+# ------------------------------------------------------------------ float TIFF outside [0, 1]
+
+
+def test_float_tiff_values_outside_unit_range_survive_the_denoise_path(
+        tmp_path: Path, kodak_crop: Callable[..., np.ndarray]) -> None:
+    """Through a model that changes nothing, a float TIFF comes back as a float TIFF bit for bit:
+    highlights above 1, negatives, NaN and infinity included. To PNG it is clipped to 16 bits."""
+    wide = (kodak_crop(200, 300, 64, 96) / 255.0 * 3.0 - 0.8).astype(np.float32)
+    wide[0, 0, 0], wide[1, 1, 1], wide[2, 2, 2] = np.nan, np.inf, -np.inf
+    assert np.sum(wide > 1) > 1000 and np.sum(wide < 0) > 1000
+    source = write_image(tmp_path / "hdr.tif", wide, bit_depth=32)
+
+    run_job(Job(source, tmp_path / "hdr.n2n.tif"), Identity())
+    run_job(Job(source, tmp_path / "hdr.n2n.png"), Identity())
+
+    out = read_image(tmp_path / "hdr.n2n.tif")
+    assert out.is_float
+    np.testing.assert_array_equal(out.pixels, wide)
+    png = read_image(tmp_path / "hdr.n2n.png")
+    assert png.bit_depth == 16
+    np.testing.assert_array_equal(png.pixels, float_to_native(np.where(np.isnan(wide), 0.0, wide), 16))
+
+
+def test_float_tiff_in_range_pixels_are_denoised_as_in_a_16_bit_image(
+        kodak_crop: Callable[..., np.ndarray], predictor: TorchPredictor, one_thread: None) -> None:
+    """The network sees the float image clipped to [0, 1], so every output pixel equals the
+    16-bit path's on the same clipped values, plus the excess cut off (only where there was one)."""
+    clean = kodak_crop(100, 200, 64, 96) / 255.0
+    rng = np.random.default_rng(11)
+    noisy16 = float_to_native(clean + rng.normal(0.0, 25.0 / 255.0, clean.shape), 16)
+    wide = noisy16.astype(np.float32) / np.float32(65535)  # as to_float() of the 16-bit image
+    wide[:16, :24] += np.float32(1.2)  # a highlight patch, all above 1
+    wide[-16:, -24:] = -np.float32(0.2) - wide[-16:, -24:]  # a patch of negatives
+    clipped16 = noisy16.copy()
+    clipped16[:16, :24], clipped16[-16:, -24:] = 65535, 0
+
+    out = denoise_image_data(ImageData(wide, FLOAT_DEPTH, None, None, Path("hdr.tif")), predictor)
+    as16 = denoise_image_data(ImageData(clipped16, 16, None, None, Path("clipped.png")), predictor)
+
+    excess = wide - np.clip(wide, 0.0, 1.0)
+    np.testing.assert_array_equal(out, as16 + excess)
+    assert (out[:16, :24] > 1).all() and (out[-16:, -24:] < 0).all()
+    inside = np.ones(clean.shape[:2], bool)
+    inside[:16, :24] = inside[-16:, -24:] = False
+    assert _psnr(out[inside], clean[inside], 1.0) > _psnr(noisy16[inside] / 65535, clean[inside], 1.0) + 4.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from n2ncli.backends.torch import TorchPredictor
-from n2ncli.evaluate import evaluate
+from n2ncli.evaluate import evaluate, to_uint8
 from identity import Identity
 from n2ncli.noise import parse_noise
 
@@ -219,3 +219,10 @@ def test_square_padded_model_is_scored_as_the_official_code_runs_it(
     per_axis = shipped.predict(noisy[None])[0]
     assert result.scores[0].psnr == pytest.approx(_psnr(clean, by_hand), abs=1e-9)
     assert abs(_psnr(clean, per_axis) - _psnr(clean, by_hand)) > 1e-4  # the two paddings differ measurably
+
+
+def test_to_uint8_takes_8_16_bit_and_float_pixels() -> None:
+    """Clean sets may hold 16-bit PNGs and float TIFFs (values outside [0, 1] clipped)."""
+    np.testing.assert_array_equal(to_uint8(np.array([0, 128, 255], np.uint8)), [0, 128, 255])
+    np.testing.assert_array_equal(to_uint8(np.array([0, 25828, 25829, 65535], np.uint16)), [0, 100, 101, 255])
+    np.testing.assert_array_equal(to_uint8(np.array([-0.5, 0.5, 1.5, np.nan], np.float32)), [0, 128, 255, 0])

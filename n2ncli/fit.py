@@ -23,7 +23,7 @@ from n2ncli.device import free_ram, resolve_device
 from n2ncli.distributed import (DistributedError, World, agreed, env_world_size, join_from_env, launch,
                                 per_process_batch)
 from n2ncli.errors import CheckpointError, ConfigError, DatasetError, ModelNotFoundError
-from n2ncli.io.image import IMAGE_EXTENSIONS, list_images, read_image
+from n2ncli.io.image import IMAGE_EXTENSIONS, float_to_native, list_images, read_image
 from n2ncli.io.raw import RAW_EXTENSIONS, TRAIN_FLOOR, is_raw, read_packed, read_training_raw
 from n2ncli.noise import parse_noise
 from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, parse_pd
@@ -168,7 +168,9 @@ def _digest(lines: Iterable[str]) -> str:
 
 
 def read_pixels(path: Path) -> np.ndarray:
-    return read_image(path).pixels
+    """Native uint8/uint16 pixels for the training store; float TIFFs as 16-bit of their [0,1] part."""
+    data = read_image(path)
+    return float_to_native(data.to_float(), 16) if data.is_float else data.pixels
 
 
 def read_float(path: Path) -> np.ndarray:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from n2ncli.errors import ConfigError, DatasetError
-from n2ncli.fit import FitRequest, default_name, fit, gather_images
+from n2ncli.fit import FitRequest, default_name, fit, gather_images, read_pixels
 from n2ncli.store import check_name
 
 
@@ -189,3 +190,12 @@ def test_fit_with_val_epochs_and_the_fixed_sampler(tmp_path: Path, shared_data: 
     assert outcome.record.training["sampler"] == "fixed"
     with pytest.raises(ConfigError, match="--steps or --epochs"):
         fit(FitRequest(inputs=(tmp_path / "train",), name="both", epochs=1, steps=1))
+
+
+def test_float_tiffs_train_as_16_bit_of_their_unit_range(tmp_path: Path) -> None:
+    from n2ncli.io.image import write_image
+
+    wide = np.linspace(-0.5, 1.5, 5 * 8 * 3, dtype=np.float32).reshape(5, 8, 3)
+    pixels = read_pixels(write_image(tmp_path / "hdr.tif", wide, bit_depth=32))
+    assert pixels.dtype == np.uint16
+    np.testing.assert_array_equal(pixels, np.clip(np.floor(wide * 65535.0 + 0.5), 0, 65535))

@@ -1,1 +1,1 @@
-"""Reading and writing images (PNG, JPEG, TIFF) and raw files, with their metadata."""
+"""Reading and writing images (PNG, JPEG, TIFF incl. float, HEIF/HEIC, AVIF, WebP) and raw files, with their metadata."""

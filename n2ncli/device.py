@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from n2ncli.errors import ConfigError
@@ -48,6 +51,33 @@ def autocast_dtype(device: "torch.device", precision: str) -> "torch.dtype | Non
     if precision not in table:
         raise ConfigError(f"unknown precision {precision!r} (use auto, fp32, bf16 or fp16)")
     return table[precision]
+
+
+#: CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: AVX-512 BF16 and AMX.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX), so that bf16 inference
+    is the fast path; other CPUs emulate it and are faster in fp32.
+
+    Read from the kernel's CPU flags on Linux; elsewhere False (fp32) unless N2N_CPU_BF16=1.
+    ``N2N_CPU_BF16`` (1/0) overrides the detection either way.
+    """
+    forced = os.environ.get("N2N_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return not BF16_CPU_FLAGS.isdisjoint(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return False
 
 
 def free_ram() -> int:

@@ -7,13 +7,14 @@ it is installed, and PyTorch on GPUs unless ONNX Runtime's own CUDA provider rea
 from __future__ import annotations
 
 from n2ncli.backends import Predictor
-from n2ncli.device import DEVICE_CHOICES, DEVICES
+from n2ncli.device import DEVICE_CHOICES, DEVICES, cpu_has_native_bf16
 from n2ncli.errors import ConfigError
 from n2ncli.store import ModelRecord
 
 BACKENDS = ("auto", "torch", "onnx")
 #: ``auto`` is each backend's own choice (fp32 on CPU, fp16 on GPUs); the others run on PyTorch.
-#: bf16 on CPU: -0.02 dB on Kodak sigma 25 for 1.5-2x speed on AVX-512 bf16 CPUs (docs/benchmarks.md).
+#: bf16 on CPU: at most -0.015 dB on Kodak for 1.3-1.45x speed on AVX-512 bf16 CPUs (docs/benchmarks.md),
+#: so ``auto`` takes it there (n2ncli.device.cpu_has_native_bf16).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -106,8 +107,11 @@ def make_predictor(record: ModelRecord, backend: str = "auto", device: str = "au
     if not _ort_available():
         notes.append("backend auto: onnxruntime is not installed; using PyTorch")
         return _torch(record, str(dev))
+    if dev.type == "cpu" and cpu_has_native_bf16():
+        notes.append("backend auto: PyTorch bf16 on CPU (it has bf16 units: AVX-512 BF16 or AMX)")
+        return _torch(record, "cpu")
     if dev.type == "cpu":
-        notes.append("backend auto: ONNX Runtime on CPU")
+        notes.append("backend auto: ONNX Runtime fp32 on CPU (no bf16 units)")
         return _onnx(record, False, notes)
     if dev.type == "cuda" and _gpu_provider_listed():
         from n2ncli.backends.onnx import CPU, CUDA, TENSORRT, OnnxPredictor
@@ -147,4 +151,5 @@ def describe(predictor: Predictor) -> str:
         return type(predictor).__name__
     precision = getattr(predictor, "precision", "fp32")
     compiled = ", torch.compile" if getattr(predictor, "compiled", False) else ""
-    return f"torch {device}" + ("" if precision == "fp32" else f" {precision}") + compiled
+    note = getattr(predictor, "note", "")
+    return f"torch {device}" + ("" if precision == "fp32" else f" {precision}") + (f" ({note})" if note else "") + compiled

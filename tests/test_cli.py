@@ -135,7 +135,7 @@ def test_denoise_ctrl_c_exits_130_and_leaves_no_output(tmp_path: Path) -> None:
 
 BAD_INPUTS = [
     pytest.param(lambda d: ["denoise", d / "missing.png"], "file not found", id="missing-file"),
-    pytest.param(lambda d: ["denoise", d / "notes.png", "-o", d / "out.png"], "not a PNG, JPEG or TIFF",
+    pytest.param(lambda d: ["denoise", d / "notes.png", "-o", d / "out.png"], "not a PNG, JPEG, TIFF, HEIF/HEIC, AVIF or WebP image",
                  id="text-named-png"),
     pytest.param(lambda d: ["denoise", d / "photo.png", "--model", "no-such-model"], "unknown model 'no-such-model'",
                  id="unknown-model"),

@@ -290,11 +290,12 @@ def _decode_heif(label: str, data: bytes, notes: list[str]) -> _Decoded:
     libheif applies the container's irot/imir transforms while decoding, and HEIF says they win
     over the EXIF orientation: the EXIF tag is reset to 1 (as pillow-heif's Pillow plugin does).
     """
-    heif = _pillow_heif().open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+    library = _pillow_heif()
+    heif = library.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
     if len(heif) > 1:
         notes.append(f"HEIF holds {len(heif)} images: read the primary one")
     info = dict(heif.info)
-    _pillow_heif().set_orientation(info)
+    library.set_orientation(info)
     pixels = np.asarray(heif)
     bits = int(info.get("bit_depth") or 8)
     if pixels.dtype == np.uint16 and 8 < bits < 16:  # libheif hands them over shifted to the top bits

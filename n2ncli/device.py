@@ -57,17 +57,21 @@ def autocast_dtype(device: "torch.device", precision: str) -> "torch.dtype | Non
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX), so that bf16 inference
     is the fast path; other CPUs emulate it and are faster in fp32.
 
-    Read from the kernel's CPU flags on Linux; elsewhere False (fp32) unless N2N_CPU_BF16=1.
-    ``N2N_CPU_BF16`` (1/0) overrides the detection either way.
+    Read from the kernel's CPU flags on Linux; elsewhere False (fp32). ``N2N_CPU_BF16`` (1/0)
+    overrides the detection either way.
     """
     forced = os.environ.get("N2N_CPU_BF16")
     if forced in ("0", "1"):
         return forced == "1"
+    return _cpu_flags_have_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags_have_bf16() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:

@@ -110,14 +110,19 @@ def parse_noises(text: str) -> list[NoiseSpec]:
 def eval_precision(precision: str, backend: str, device_type: str) -> str:
     """The precision to ask ``make_predictor`` for, on a device of ``device_type`` ('cpu', 'cuda', 'mps').
 
-    Its 'auto' is fp32 everywhere but CUDA (fp16 there), so fp32 off CUDA stays 'auto' and keeps
-    ONNX Runtime, the faster backend on CPUs; on CUDA fp32 is asked for, which runs PyTorch.
+    Its 'auto' is fp16 on CUDA, bf16 on CPUs with bf16 units and fp32 elsewhere, so fp32 stays
+    'auto' (ONNX Runtime, the faster fp32 backend on CPUs) only where 'auto' is fp32; elsewhere
+    fp32 is asked for, which runs PyTorch in fp32.
     """
+    from n2ncli.device import cpu_has_native_bf16
+
     precision = precision.lower()
     if precision != "fp32":
         return precision
+    if device_type == "mps" or (device_type == "cpu" and (backend.lower() == "onnx" or not cpu_has_native_bf16())):
+        return "auto"  # ONNX Runtime on a CPU is fp32 always
     if device_type != "cuda":
-        return "auto"
+        return precision
     if backend.lower() == "onnx":
         raise ConfigError("eval scores in fp32 (the paper's protocol) and ONNX Runtime runs fp16 on GPUs: "
                           "use --backend torch (or auto), or --precision auto to score fp16")

@@ -34,8 +34,18 @@ def test_noise_lists_expand_all_and_drop_repeats() -> None:
     ("auto", "auto", "cuda", "auto"),
     ("BF16", "torch", "cpu", "bf16"),
 ])
-def test_eval_precision_keeps_the_protocol_fp32(precision: str, backend: str, device: str, asked: str) -> None:
+def test_eval_precision_keeps_the_protocol_fp32(precision: str, backend: str, device: str, asked: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("N2N_CPU_BF16", "0")
     assert eval_precision(precision, backend, device) == asked
+
+
+@pytest.mark.parametrize(("backend", "asked"), [("auto", "fp32"), ("torch", "fp32"), ("onnx", "auto")])
+def test_eval_stays_fp32_on_a_cpu_whose_auto_is_bf16(monkeypatch: pytest.MonkeyPatch, backend: str, asked: str) -> None:
+    """On a CPU with bf16 units 'auto' is bf16, so the protocol's fp32 is asked for by name
+    (PyTorch fp32), except on ONNX Runtime, which is fp32 on every CPU."""
+    monkeypatch.setenv("N2N_CPU_BF16", "1")
+    assert eval_precision("fp32", backend, "cpu") == asked
 
 
 def test_fp32_on_a_gpu_refuses_onnx_runtime_fp16() -> None:

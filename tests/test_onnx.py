@@ -311,19 +311,14 @@ def test_precision_bf16_takes_pytorch_and_onnx_refuses_it(record) -> None:
 def test_auto_on_a_cpu_takes_bf16_only_where_it_has_bf16_units(record, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
                                                                 flag: str, kind: type | None, where: str) -> None:
     from n2ncli.backends.select import describe
-    from n2ncli.device import cpu_has_native_bf16
 
     monkeypatch.setenv("N2N_CPU_BF16", flag)  # the detection's documented override
-    cpu_has_native_bf16.cache_clear()
-    try:
-        notes: list[str] = []
-        predictor = make_predictor(record, "auto", "cpu", notes)
-        assert describe(predictor) == where
-        assert kind is None or isinstance(predictor, kind)
-        torch_auto = make_predictor(record, "torch", "cpu", [])
-        assert torch_auto.precision == ("bf16" if flag == "1" else "fp32")
-    finally:
-        cpu_has_native_bf16.cache_clear()
+    notes: list[str] = []
+    predictor = make_predictor(record, "auto", "cpu", notes)
+    assert describe(predictor) == where
+    assert kind is None or isinstance(predictor, kind)
+    torch_auto = make_predictor(record, "torch", "cpu", [])
+    assert torch_auto.precision == ("bf16" if flag == "1" else "fp32")
 
 
 def test_cpu_bf16_detection_reads_the_kernels_flags() -> None:
@@ -334,24 +329,18 @@ def test_cpu_bf16_detection_reads_the_kernels_flags() -> None:
         pytest.skip("detection overridden or not Linux")
     flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
              for f in line.split(":", 1)[1].split()}
-    cpu_has_native_bf16.cache_clear()
     assert cpu_has_native_bf16() == bool(flags & BF16_CPU_FLAGS)
 
 
 @pytest.mark.parametrize("flag", ["0", "1"])
 def test_fp16_on_a_cpu_runs_as_bf16_or_fp32_and_says_so(record, monkeypatch: pytest.MonkeyPatch, flag: str) -> None:  # noqa: ANN001
     from n2ncli.backends.select import describe
-    from n2ncli.device import cpu_has_native_bf16
 
     monkeypatch.setenv("N2N_CPU_BF16", flag)
-    cpu_has_native_bf16.cache_clear()
-    try:
-        predictor = make_predictor(record, "torch", "cpu", [], precision="fp16")
-        mapped = "bf16" if flag == "1" else "fp32"
-        assert predictor.precision == mapped and predictor.amp != torch.float16
-        assert f"{mapped}: CPUs have no fp16 units" in describe(predictor)
-    finally:
-        cpu_has_native_bf16.cache_clear()
+    predictor = make_predictor(record, "torch", "cpu", [], precision="fp16")
+    mapped = "bf16" if flag == "1" else "fp32"
+    assert predictor.precision == mapped and predictor.amp != torch.float16
+    assert f"{mapped}: CPUs have no fp16 units" in describe(predictor)
 
 
 @pytest.mark.slow

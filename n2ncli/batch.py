@@ -13,6 +13,7 @@ Steps, in order (each can be called and tested on its own):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,10 @@ from typing import Any
 
 from n2ncli import __version__
 from n2ncli.backends import Predictor
-from n2ncli.denoise import BatchResult, RawOutput, TileOptions, choose_tile, run_jobs
+from n2ncli.denoise import BatchResult, OutputSettings, TileOptions, choose_tile, run_jobs
 from n2ncli.errors import ConfigError, IncompatibleModelError, UnsupportedRawError
-from n2ncli.jobs import Job, JobPlan, plan_batch, refused_raws
+from n2ncli.io.image import image_format
+from n2ncli.jobs import OUTPUT_TAG, Job, JobPlan, check_tag, is_stream, plan_batch, refused_raws
 from n2ncli.pd import PdSelector, parse_pd
 from n2ncli.store import ModelRecord
 
@@ -49,11 +51,20 @@ class DenoiseRequest:
     pd: str = "auto"
     adapt: int = 0
     adapt_minutes: float = 5.0
+    quality: int | None = None  # lossy outputs; None: the input's own where it was lossy, else the format's default
+    name_suffix: str = OUTPUT_TAG  # between stem and extension: IMG_1.n2n.jpg
 
     def __post_init__(self) -> None:
         from n2ncli.backends.select import BACKENDS
 
         parse_pd(self.pd)
+        check_tag(self.name_suffix)
+        if self.quality is not None and not 1 <= self.quality <= 100:
+            raise ConfigError(f"--quality must be 1..100, got {self.quality}")
+        if self.output_format is not None:
+            fmt = self.output_format.lower().lstrip(".")
+            if fmt != "dng":
+                image_format(fmt)  # a clear error for a format n2n does not write
         if self.overwrite and self.skip_existing:
             raise ConfigError("--overwrite and --skip-existing contradict each other: choose one")
         if self.backend.lower() not in BACKENDS:
@@ -73,8 +84,8 @@ class DenoiseRequest:
 
     @property
     def one_file(self) -> bool:
-        """One input file named alone: its own error is the run's error."""
-        return len(self.inputs) == 1 and self.inputs[0].is_file()
+        """One input file (or stdin) named alone: its own error is the run's error."""
+        return len(self.inputs) == 1 and (is_stream(self.inputs[0]) or self.inputs[0].is_file())
 
 
 @dataclass
@@ -92,7 +103,7 @@ class DenoiseRun:
     options: TileOptions = field(default_factory=TileOptions)
     where: str = ""  # backend and device, for the status line
     notes: list[str] = field(default_factory=list)  # why choices were made (--verbose)
-    raw_output: RawOutput = field(default_factory=RawOutput)
+    writing: OutputSettings = field(default_factory=OutputSettings)
     adapted: Any = None  # n2ncli.adapt.Adapted after --adapt
 
     def idle_reason(self) -> str | None:
@@ -112,7 +123,10 @@ class DenoiseRun:
 def plan_run(request: DenoiseRequest) -> DenoiseRun:
     """Step 1: the jobs and what is left out, from the file system and raw headers alone."""
     plan = plan_batch(request.inputs, request.output, suffix=request.suffix, overwrite=request.overwrite,
-                      skip_existing=request.skip_existing)
+                      skip_existing=request.skip_existing, tag=request.name_suffix)
+    if any(is_stream(job.target) for job in plan.jobs) and sys.stdout.isatty():
+        raise ConfigError("refusing to write image bytes to a terminal: redirect stdout (> out.png, | ...) "
+                          "or give -o FILE")
     refused = refused_raws(plan.jobs)
     if refused and request.one_file:
         raise refused[0][1]
@@ -181,8 +195,9 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
         where += f", pd {req.pd.lower()}"
     run.records, run.camera, run.predictors, run.options, run.where = records, camera, predictors, options, where
     raw = records.get("raw")
-    run.raw_output = RawOutput(linear=req.linear, software=f"n2ncli {__version__}",
-                               record=None if raw is None else dng_record(raw, req, options))
+    run.writing = OutputSettings(linear=req.linear, software=f"n2ncli {__version__}",
+                                 record=None if raw is None else dng_record(raw, req, options), quality=req.quality,
+                                 stream_format=None if req.suffix in (None, ".dng") else image_format(req.suffix))
 
 
 def _adapted(record: ModelRecord, camera: ModelRecord | None, jobs: list[Job], req: DenoiseRequest,
@@ -205,4 +220,4 @@ def _adapted(record: ModelRecord, camera: ModelRecord | None, jobs: list[Job], r
 
 def execute(run: DenoiseRun, **callbacks: Any) -> BatchResult:
     """Step 3: denoise every job (``callbacks``: run_jobs's on_start, on_tile, on_done, on_failed, on_retry)."""
-    return run_jobs(run.jobs, run.predictors, run.options, raw_output=run.raw_output, **callbacks)
+    return run_jobs(run.jobs, run.predictors, run.options, writing=run.writing, **callbacks)

@@ -138,8 +138,8 @@ def _error(message: str, where: Console | None = None) -> None:
 
 @app.command()
 def denoise(
-    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Image files (PNG, JPEG, TIFF), raw files (DNG, CR2, NEF, ARW, ...) or folders.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder. Default: beside each input as <stem>.n2n.<ext> (.dng for raws).")] = None,
+    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Image files (PNG, JPEG, TIFF incl. 32-bit float, HEIC/HEIF, AVIF, WebP), raw files (DNG, CR2, NEF, ARW, ...), folders, or - for an image on stdin.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder, or - for stdout (one image; the format from --format, else the input's). Default: beside each input as <stem>.n2n.<ext> (.dng for raws); stdout for stdin.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: srgb-camera for photos whose noise is correlated between pixels (camera and phone JPEGs), the blind srgb-gaussian5-50 for the others; for raws your newest fitted raw model (or -m raw-camera, shipped).")] = None,
     backend: Annotated[str, typer.Option(help="auto (on a CPU with bf16 units, AVX-512 BF16 or AMX: PyTorch bf16; on other CPUs ONNX Runtime when installed; PyTorch on GPUs), torch or onnx.")] = "auto",
     device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
@@ -147,7 +147,9 @@ def denoise(
     tile: Annotated[str, typer.Option(help="Tile size in pixels (multiple of 32; 0 = whole image), or auto: from free memory (RAM, or VRAM on a GPU).")] = "auto",
     overlap: Annotated[int, typer.Option(help="Pixels blended between neighbouring tiles.")] = 32,
     batch: Annotated[int, typer.Option(help="Tiles per network call.")] = 1,
-    output_format: Annotated[Optional[str], typer.Option("--format", help="Output format for folder runs: png, tif, jpg, or dng for raws (default: as the input; dng for raws).")] = None,
+    output_format: Annotated[Optional[str], typer.Option("--format", metavar="FORMAT", help="Output format for folder runs and stdout: png, tif, jpg, heic, avif, webp, or dng for raws (default: as the input; dng for raws).")] = None,
+    quality: Annotated[Optional[int], typer.Option(metavar="1-100", help="Quality of lossy outputs (JPEG, HEIC, AVIF, WebP). Default: an input of the same format is matched (a camera JPEG keeps about its quality and 4:2:0 chroma), else JPEG 95, WebP 95, AVIF 90, HEIC 70.")] = None,
+    suffix: Annotated[str, typer.Option(metavar="TEXT", help="Added to output names between stem and extension (IMG_1.n2n.jpg); folder runs skip inputs named with it.")] = ".n2n",
     linear: Annotated[bool, typer.Option(help="Raw to TIFF/PNG: linear 16-bit instead of sRGB gamma.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (never the inputs).")] = False,
     skip_existing: Annotated[bool, typer.Option(help="Skip inputs whose output exists (continue an interrupted folder run).")] = False,
@@ -165,7 +167,7 @@ def denoise(
         inputs=tuple(inputs), output=output, model=model, backend=backend, device=device, precision=precision,
         tile=tile, overlap=overlap, batch=batch, output_format=output_format, linear=linear, overwrite=overwrite,
         skip_existing=skip_existing, self_ensemble=self_ensemble, compile=compile_, pd=pd, adapt=adapt,
-        adapt_minutes=adapt_minutes)
+        adapt_minutes=adapt_minutes, quality=quality, name_suffix=suffix)
     run = plan_run(request)
     for line in run.failed:
         _error(line)
@@ -205,7 +207,8 @@ def denoise(
             finished[0] += 1
             progress.update(files, advance=1)
             if _state["verbose"] or len(run.jobs) == 1:
-                progress.console.print(f"wrote {escape(str(job.target))}", highlight=False)
+                where = "stdout" if str(job.target) == "-" else escape(str(job.target))
+                progress.console.print(f"wrote {where}", highlight=False)
 
         def on_failed(job, line: str) -> None:  # noqa: ANN001
             finished[0] += 1

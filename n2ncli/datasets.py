@@ -188,7 +188,7 @@ def load_clean_sets(datasets: str, data_dir: Path | None = None, limit: int | No
             raise DatasetError(f"unknown dataset {item!r} (known: {', '.join(DATASETS)}; or give a folder)")
         paths = paths[:limit] if limit else paths
         if not paths:
-            raise DatasetError(f"{item}: no PNG, JPEG or TIFF images")
+            raise DatasetError(f"{item}: no images (PNG, JPEG, TIFF, HEIC, AVIF, WebP)")
         sets.append(CleanSet(name, [(p.name, to_uint8(read_image(p).pixels)) for p in paths], repeats))
     return sets
 

@@ -20,9 +20,10 @@ from n2ncli.backends import OutOfMemory, Predictor
 from n2ncli.bayer import pack, unpack
 from n2ncli.device import free_ram
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError, IncompatibleModelError, N2nError
-from n2ncli.io.image import ImageData, read_image, writable_bit_depth, write_image
+from n2ncli.io.image import (ImageData, encode_image, image_format, read_image, read_image_bytes,
+                             writable_bit_depth, write_image)
 from n2ncli.io.raw import RawData, is_raw, read_raw, render, rendered_exif
-from n2ncli.jobs import Job
+from n2ncli.jobs import Job, is_stream
 from n2ncli.pd import PdSelector
 from n2ncli.tiling import Tile, TileAccumulator, tile_grid
 
@@ -256,12 +257,16 @@ def denoise_raw(raw: RawData, predictor: Predictor, options: TileOptions = TileO
 
 
 @dataclass(frozen=True)
-class RawOutput:
-    """How denoised raws are written: ``linear`` 16-bit renders, and the record DNGs carry."""
+class OutputSettings:
+    """How outputs are written: raws' ``linear`` 16-bit renders and the record DNGs carry; the
+    ``quality`` of lossy formats (None: the input's own where it was the same lossy format, else
+    the format's default); ``stream_format`` for stdout (None: the input's format)."""
 
     linear: bool = False
     software: str = "n2ncli"
     record: dict | None = None
+    quality: int | None = None
+    stream_format: str | None = None
 
 
 def output_bit_depth(source_depth: int, target: Path) -> int:
@@ -271,8 +276,18 @@ def output_bit_depth(source_depth: int, target: Path) -> int:
 
 
 def read_input(path: Path) -> ImageData | RawData:
-    """A raw file (by extension) through LibRaw, anything else as an image."""
+    """A raw file (by extension) through LibRaw, ``-`` as an image on stdin, anything else as an image."""
+    if is_stream(path):
+        return read_image_bytes(sys.stdin.buffer.read(), "<stdin>")
     return read_raw(path) if is_raw(path) else read_image(path)
+
+
+def lossy_settings(data: ImageData, fmt: str, quality: int | None) -> tuple[int | None, str | None]:
+    """(quality, chroma subsampling) for writing ``data`` as ``fmt``: an input of that same lossy
+    format is matched (a 4:2:0 camera JPEG at about its own quality), ``quality`` overrides."""
+    same = data.format == image_format(fmt)
+    return (quality if quality is not None else (data.quality if same else None),
+            data.subsampling if same else None)
 
 
 def denoise_input(data: ImageData | RawData, predictor: Predictor, options: TileOptions = TileOptions(),
@@ -284,31 +299,40 @@ def denoise_input(data: ImageData | RawData, predictor: Predictor, options: Tile
     return denoise_image_data(data, predictor, options, on_tile, on_retry)
 
 
-def _write(job: Job, data: ImageData | RawData, out: np.ndarray, raw_output: RawOutput = RawOutput()) -> None:
+def _write(job: Job, data: ImageData | RawData, out: np.ndarray, writing: OutputSettings = OutputSettings()) -> None:
     if isinstance(data, RawData):
         if job.target.suffix.lower() == ".dng":
             from n2ncli.io.dng import write_dng
 
-            write_dng(job.target, out, data.source, software=raw_output.software, record=raw_output.record or {})
+            write_dng(job.target, out, data.source, software=writing.software, record=writing.record or {})
             return
-        rgb = render(data.source, out, linear=raw_output.linear)
-        depth = 8 if job.target.suffix.lower() in (".jpg", ".jpeg") else 16
+        rgb = render(data.source, out, linear=writing.linear)
+        depth = min(16, writable_bit_depth(job.target.suffix))
         write_image(job.target, rgb.astype(np.float32) / np.float32(65535), bit_depth=depth,
-                    exif=rendered_exif(data.source))
+                    exif=rendered_exif(data.source), quality=writing.quality)
         return
     pixels = out if data.is_float else np.clip(out, 0.0, 1.0)  # float: kept as is in TIFF, clipped by other formats
+    if is_stream(job.target):
+        fmt = writing.stream_format or data.format
+        quality, subsampling = lossy_settings(data, fmt, writing.quality)
+        sys.stdout.buffer.write(encode_image(pixels, fmt, bit_depth=min(data.bit_depth, writable_bit_depth(fmt)),
+                                             exif=data.exif, icc_profile=data.icc_profile, quality=quality,
+                                             subsampling=subsampling))
+        sys.stdout.buffer.flush()
+        return
+    quality, subsampling = lossy_settings(data, job.target.suffix, writing.quality)
     write_image(job.target, pixels, bit_depth=output_bit_depth(data.bit_depth, job.target),
-                exif=data.exif, icc_profile=data.icc_profile)
+                exif=data.exif, icc_profile=data.icc_profile, quality=quality, subsampling=subsampling)
 
 
 def run_job(job: Job, predictor: Predictor, options: TileOptions = TileOptions(),
             on_tile: Callable[[int, int], None] | None = None,
             on_retry: Callable[[TileOptions, BaseException], None] | None = None,
-            raw_output: RawOutput = RawOutput()) -> tuple[str, ...]:
+            writing: OutputSettings = OutputSettings()) -> tuple[str, ...]:
     """Denoise one file into its target; returns the reader's warnings for the user."""
     data = read_input(job.source)
     out = denoise_input(data, predictor, options, on_tile, on_retry)
-    _write(job, data, out, raw_output)
+    _write(job, data, out, writing)
     return data.warnings
 
 
@@ -327,7 +351,9 @@ def failure_line(job: Job, exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     if not isinstance(exc, N2nError):
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if str(job.source) in text or str(job.target) in text else f"{job.source}: {text}"
+    source = "<stdin>" if is_stream(job.source) else str(job.source)
+    target = "<stdout>" if is_stream(job.target) else str(job.target)
+    return text if source in text or target in text else f"{source}: {text}"
 
 
 def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor], options: TileOptions = TileOptions(), *,
@@ -337,7 +363,7 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
              on_done: Callable[[Job, tuple[str, ...]], None] | None = None,
              on_failed: Callable[[Job, str], None] | None = None,
              on_retry: Callable[[TileOptions, BaseException], None] | None = None,
-             raw_output: RawOutput = RawOutput()) -> BatchResult:
+             writing: OutputSettings = OutputSettings()) -> BatchResult:
     """Denoise many files with decoding and encoding overlapped with the network.
 
     Reader threads decode up to ``ahead`` images beyond the one the network is on, writer
@@ -408,7 +434,7 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
             except Exception as exc:  # noqa: BLE001 - a decoder's or backend's error fails this file only
                 failed(job, exc)
                 continue
-            writes.append((job, data.warnings, writers.submit(_write, job, data, out, raw_output)))
+            writes.append((job, data.warnings, writers.submit(_write, job, data, out, writing)))
             del data, out
             while writes and (writes[0][2].done() or len(writes) > ahead):
                 finish_write()

@@ -146,7 +146,7 @@ def gather_images(inputs: Sequence[Path], kind: str = "auto") -> tuple[list[Path
         kind = "raw" if raws else "srgb"
     chosen = raws if kind == "raw" else images
     if not chosen:
-        what = "raw files" if kind == "raw" else "PNG, JPEG or TIFF images"
+        what = "raw files" if kind == "raw" else "images (PNG, JPEG, TIFF, HEIC, AVIF, WebP)"
         raise DatasetError(f"no {what} in {', '.join(map(str, inputs))}")
     return chosen, kind
 

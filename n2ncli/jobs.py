@@ -25,7 +25,9 @@ from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError, N2nError
 from n2ncli.io.image import IMAGE_EXTENSIONS
 from n2ncli.io.raw import RAW_EXTENSIONS, is_raw
 
-OUTPUT_TAG = ".n2n"  # default outputs are <stem>.n2n.<ext>; folder runs skip such files
+OUTPUT_TAG = ".n2n"  # default outputs are <stem>.n2n.<ext> (--suffix); folder runs skip such files
+#: ``-`` as an input or output: stdin or stdout (images only; the format is sniffed or --format).
+STREAM = Path("-")
 #: What a raw input can become: the denoised mosaic (DNG) or LibRaw's development of it.
 RAW_OUTPUTS = frozenset({".dng"}) | IMAGE_EXTENSIONS
 INPUT_EXTENSIONS = IMAGE_EXTENSIONS | RAW_EXTENSIONS
@@ -38,7 +40,7 @@ class Job:
 
     @property
     def kind(self) -> str:
-        return "raw" if is_raw(self.source) else "srgb"
+        return "srgb" if is_stream(self.source) or not is_raw(self.source) else "raw"
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,21 @@ class JobPlan:
     existing: int = 0  # outputs already there (--skip-existing)
 
 
-def is_denoised_output(path: Path) -> bool:
-    """One of our outputs: a ``*.n2n.*`` name, or a DNG carrying n2n's record (even renamed)."""
-    if path.stem.endswith(OUTPUT_TAG):
+def is_stream(path: Path) -> bool:
+    return str(path) == "-"
+
+
+def check_tag(tag: str) -> str:
+    """A --suffix for output names: a plain name part, no folders."""
+    if "/" in tag or "\\" in tag or tag in (".", ".."):
+        raise ConfigError(f"--suffix {tag!r}: a name part such as .n2n or _denoised, without folders")
+    return tag
+
+
+def is_denoised_output(path: Path, tag: str = OUTPUT_TAG) -> bool:
+    """One of our outputs: a ``*.n2n.*`` name (or the run's own ``--suffix``), or a DNG carrying
+    n2n's record (even renamed)."""
+    if path.stem.endswith(OUTPUT_TAG) or (tag and path.stem.endswith(tag)):
         return True
     if path.suffix.lower() != ".dng":
         return False
@@ -91,7 +105,7 @@ def _entry_problem(path: Path) -> str | None:
     return None
 
 
-def walk_inputs(folder: Path) -> tuple[list[Path], list[str]]:
+def walk_inputs(folder: Path, tag: str = OUTPUT_TAG) -> tuple[list[Path], list[str]]:
     """Image and raw files under ``folder`` (recursive, sorted, hidden names skipped) and the
     entries that could not be read, as "path: reason" lines. Never raises for one bad entry."""
     found: list[Path] = []
@@ -109,7 +123,7 @@ def walk_inputs(folder: Path) -> tuple[list[Path], list[str]]:
             problem = _entry_problem(path)
             if problem:
                 problems.append(f"{path}: {problem}")
-            elif not is_denoised_output(path):
+            elif not is_denoised_output(path, tag):
                 found.append(path)
     return sorted(found), sorted(problems)
 
@@ -120,13 +134,13 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
     return [f.path for f in find_inputs(inputs)[0]]
 
 
-def find_inputs(inputs: Iterable[Path]) -> tuple[list[Found], list[str]]:
+def find_inputs(inputs: Iterable[Path], tag: str = OUTPUT_TAG) -> tuple[list[Found], list[str]]:
     """(readable input files, "path: reason" lines for inputs and folder entries that cannot be read)."""
     files: dict[Path, Found] = {}
     problems: list[str] = []
     for p in inputs:
         if p.is_dir():
-            found, bad = walk_inputs(p)
+            found, bad = walk_inputs(p, tag)
             files.update((f, Found(f, p)) for f in found if f not in files)
             problems += bad
         elif p.is_file():
@@ -137,21 +151,26 @@ def find_inputs(inputs: Iterable[Path]) -> tuple[list[Found], list[str]]:
     return list(files.values()), problems
 
 
-def _output_name(src: Path, ext: str, keep_suffix: bool) -> str:
+def _output_name(src: Path, ext: str, keep_suffix: bool, tag: str) -> str:
     stem = src.name if keep_suffix else src.stem
-    return f"{stem}{OUTPUT_TAG}{ext}"
+    return f"{stem}{tag}{ext}"
 
 
 def plan_batch(inputs: Sequence[Path], output: Path | None, *, suffix: str | None = None,
-               overwrite: bool = False, skip_existing: bool = False) -> JobPlan:
+               overwrite: bool = False, skip_existing: bool = False, tag: str = OUTPUT_TAG) -> JobPlan:
     """Pair each input with its output path and refuse anything that would lose data.
 
     ``output`` is a file (one input, an image extension) or a folder; without it outputs go
     beside the inputs as ``<stem>.n2n.<ext>``, where ``ext`` is the input's own for images and
     ``.dng`` for raws (no other raw format is written). ``suffix`` forces the output format.
     ``skip_existing`` drops jobs whose output exists (an interrupted folder run continues).
+    ``tag`` goes between stem and extension (``--suffix``). ``-`` (``STREAM``) is stdin as the
+    one input, or stdout as ``output`` for one image.
     """
-    found, unreadable = find_inputs(inputs)
+    check_tag(tag)
+    if any(is_stream(p) for p in inputs) or (output is not None and is_stream(output)):
+        return _stream_plan(inputs, output, suffix, overwrite)
+    found, unreadable = find_inputs(inputs, tag)
     if not found and unreadable:
         more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
         raise ImageReadError(f"{unreadable[0]}{more}")
@@ -185,7 +204,7 @@ def plan_batch(inputs: Sequence[Path], output: Path | None, *, suffix: str | Non
     plan = JobPlan(unreadable=unreadable)
     for f in found:
         src = f.path
-        dst = output if single_file else folder_of(f) / _output_name(src, ext_of(src), src in keep)
+        dst = output if single_file else folder_of(f) / _output_name(src, ext_of(src), src in keep, tag)
         if dst.suffix.lower() == ".dng" and not is_raw(src):
             raise ConfigError(f"{src}: only raw files can be written as DNG; choose .png, .tif or .jpg")
         if os.path.abspath(dst) == os.path.abspath(src) or (dst.exists() and dst.resolve() == src.resolve()):
@@ -201,6 +220,30 @@ def plan_batch(inputs: Sequence[Path], output: Path | None, *, suffix: str | Non
         raise ImageWriteError("two inputs from different folders would be written to the same output name; "
                               "give their common parent folder instead, or separate -o folders")
     return plan
+
+
+def _stream_plan(inputs: Sequence[Path], output: Path | None, suffix: str | None, overwrite: bool) -> JobPlan:
+    """The one job of a run through stdin and/or stdout."""
+    if len(inputs) != 1:
+        raise ConfigError("- (stdin) is the only input of its run" if any(is_stream(p) for p in inputs)
+                          else "-o - (stdout) takes one image; give a folder for several")
+    src = inputs[0]
+    if is_stream(src) and output is None:
+        output = STREAM  # nothing to put an output beside: stdout
+    if not is_stream(src):
+        if not src.is_file():
+            raise ImageReadError(f"{src}: file not found" if not src.exists() else f"{src}: -o - takes one image file")
+        if is_raw(src):
+            raise ConfigError(f"{src}: raws are not written to stdout (their DNG needs the source file); give -o FILE")
+    if suffix is not None and suffix.lower() == ".dng":
+        raise ConfigError("only raw files can be written as DNG, and raws do not come through stdin")
+    assert output is not None
+    if not is_stream(output):
+        if output.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ImageWriteError(f"{output}: give an image file name with -o when reading stdin")
+        if output.exists() and not overwrite:
+            raise ImageWriteError(f"{output}: exists already (use --overwrite to replace it)")
+    return JobPlan(jobs=[Job(src, output)])
 
 
 def plan_jobs(inputs: Sequence[Path], output: Path | None, *, suffix: str | None = None,

@@ -145,7 +145,7 @@ BAD_INPUTS = [
     pytest.param(lambda d: ["eval", "--noise", "speckle9"], "unknown noise 'speckle9'", id="eval-noise"),
     pytest.param(lambda d: ["eval", "--dataset", "nope"], "unknown dataset 'nope'", id="eval-dataset"),
     pytest.param(lambda d: ["fit", d, "--noise", "speckle9"], "unknown noise 'speckle9'", id="fit-noise"),
-    pytest.param(lambda d: ["fit", d / "empty"], "no PNG, JPEG or TIFF images", id="fit-empty-folder"),
+    pytest.param(lambda d: ["fit", d / "empty"], "no images (PNG, JPEG, TIFF, HEIC, AVIF, WebP)", id="fit-empty-folder"),
     pytest.param(lambda d: ["models", "show", "nope"], "unknown model 'nope'", id="models-show-unknown"),
     pytest.param(lambda d: ["models", "show", "[red]x[/]"], "unknown model '[red]x[/]'", id="brackets-kept"),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -254,7 +255,7 @@ def test_registry_set_from_data_dir_has_the_papers_repeats(kodak24: Path) -> Non
 
 @pytest.mark.parametrize(("datasets", "message"), [
     ("nope", "unknown dataset 'nope'"),
-    ("EMPTY", "no PNG, JPEG or TIFF images"),
+    ("EMPTY", "no images (PNG, JPEG, TIFF, HEIC, AVIF, WebP)"),
     ("kodak,set14", "--data-dir applies to one dataset"),
 ])
 def test_clean_sets_refuse_what_cannot_be_scored(tmp_path: Path, datasets: str, message: str) -> None:
@@ -264,7 +265,7 @@ def test_clean_sets_refuse_what_cannot_be_scored(tmp_path: Path, datasets: str, 
     (tmp_path / "empty" / "notes.txt").write_text("no images here\n")
     data_dir = tmp_path if "," in datasets else None
 
-    with pytest.raises(DatasetError, match=message):
+    with pytest.raises(DatasetError, match=re.escape(message)):
         load_clean_sets(datasets.replace("EMPTY", str(tmp_path / "empty")), data_dir)
 
 

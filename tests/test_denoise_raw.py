@@ -16,7 +16,7 @@ import rawpy
 import torch
 
 from n2ncli.backends.torch import TorchPredictor
-from n2ncli.denoise import RawOutput, TileOptions, denoise_raw, run_job, run_jobs
+from n2ncli.denoise import OutputSettings, TileOptions, denoise_raw, run_job, run_jobs
 from n2ncli.jobs import Job, expand_inputs, plan_jobs
 from n2ncli.errors import ConfigError, ImageWriteError, IncompatibleModelError
 from n2ncli.io.image import read_image
@@ -41,7 +41,7 @@ def test_identity_model_returns_the_input_mosaic_in_dn(shared_data: Path, name: 
 def test_identity_dng_holds_the_input_mosaic_within_one_dn(shared_data: Path, tmp_path: Path, name: str) -> None:
     source = shared_data / "raw" / name
     target = tmp_path / "out.dng"
-    run_job(Job(source, target), Identity(4), TileOptions(tile=0), raw_output=RawOutput(record={"model": "identity"}))
+    run_job(Job(source, target), Identity(4), TileOptions(tile=0), writing=OutputSettings(record={"model": "identity"}))
     ours, theirs = _raw_image(target), _raw_image(source)
     assert ours.shape == theirs.shape
     assert np.abs(ours.astype(np.int64) - theirs).max() <= 1
@@ -59,7 +59,7 @@ def test_identity_tiff_equals_libraws_own_render_of_the_input(chart: Path, tmp_p
 
 def test_linear_tiff_and_8_bit_jpeg(kdc: Path, tmp_path: Path) -> None:
     mosaic = read_raw(kdc).mosaic
-    run_job(Job(kdc, tmp_path / "lin.tif"), Identity(4), raw_output=RawOutput(linear=True))
+    run_job(Job(kdc, tmp_path / "lin.tif"), Identity(4), writing=OutputSettings(linear=True))
     assert np.array_equal(read_image(tmp_path / "lin.tif").pixels, render(kdc, mosaic, linear=True))
     run_job(Job(kdc, tmp_path / "out.jpg"), Identity(4))
     jpeg = read_image(tmp_path / "out.jpg")
@@ -108,7 +108,7 @@ def test_folder_runs_skip_our_own_dngs_even_renamed_and_can_skip_existing(tmp_pa
     folder = tmp_path / "shots"
     folder.mkdir()
     shutil.copy(kdc, folder / "a.kdc")
-    run_jobs(plan_jobs([folder], None), Identity(4), raw_output=RawOutput(record={"model": "identity"}))
+    run_jobs(plan_jobs([folder], None), Identity(4), writing=OutputSettings(record={"model": "identity"}))
     (folder / "a.n2n.dng").rename(folder / "renamed.dng")
     assert expand_inputs([folder]) == [folder / "a.kdc"]  # renamed output still recognised by its record
     shutil.copy(folder / "renamed.dng", folder / "a.n2n.dng")

@@ -197,7 +197,8 @@ def denoise(
         tiles = progress.add_task("tiles", total=None, visible=False)
 
         def on_start(job) -> None:  # noqa: ANN001 - every callback runs on this (the main) thread
-            progress.update(tiles, completed=0, total=None, visible=True, description=job.source.name)
+            name = "<stdin>" if str(job.source) == "-" else job.source.name
+            progress.reset(tiles, total=None, visible=True, description=escape(name))  # its own clock
 
         finished = [0]  # files done or failed, for an interrupted run's last line
 
@@ -323,6 +324,13 @@ class _LineProgress:
         key = len(self.tasks)
         self.tasks[key] = _Line(description, total, visible, fields)
         return key
+
+    def reset(self, key: int, *, total: float | None = None, visible: bool = True, description: str | None = None) -> None:
+        task = self.tasks[key]
+        task.total, task.visible, task.completed = total, visible, 0.0
+        task.started, task.said = time.monotonic(), None
+        if description is not None:
+            task.description = description
 
     def update(self, key: int, *, completed: float | None = None, total: float | None = None,
                advance: float | None = None, description: str | None = None, visible: bool | None = None,

@@ -420,6 +420,12 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
         if on_done:
             on_done(job, warnings)
 
+    def tile_done(done: int, total: int) -> None:
+        while writes and writes[0][2].done():  # a finished write is reported now, not after this file
+            finish_write()
+        if on_tile:
+            on_tile(done, total)
+
     try:
         read_more()
         while reads:
@@ -430,7 +436,7 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
                 if on_start:
                     on_start(job)
                 net = predictor[job.kind] if isinstance(predictor, Mapping) else predictor
-                out = denoise_input(data, net, result.options, on_tile, retried)
+                out = denoise_input(data, net, result.options, tile_done, retried)
             except Exception as exc:  # noqa: BLE001 - a decoder's or backend's error fails this file only
                 failed(job, exc)
                 continue

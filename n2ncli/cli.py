@@ -675,7 +675,7 @@ def _echo(exc: N2nError) -> bool:
 
 def main() -> None:
     """Console entry point: user errors become one line and exit 1; Ctrl-C exits 130."""
-    from n2ncli.train import TrainingInterrupted
+    from n2ncli.errors import TrainingInterrupted
 
     _fit_consoles()
     try:

@@ -57,6 +57,14 @@ def autocast_dtype(device: "torch.device", precision: str) -> "torch.dtype | Non
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
+def cpu_only_host() -> bool:
+    """True on a Linux machine with no GPU device files (NVIDIA, ROCm, WSL's GPU): ``auto`` is the
+    CPU there, known without importing torch (a second or more of start-up on the ONNX path)."""
+    if not sys.platform.startswith("linux"):
+        return False  # macOS may have MPS, Windows CUDA: ask torch
+    return not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg"))
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX), so that bf16 inference
     is the fast path; other CPUs emulate it and are faster in fp32.

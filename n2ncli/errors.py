@@ -41,3 +41,7 @@ class DatasetError(N2nError):
 
 class CheckpointError(N2nError):
     """A training checkpoint is missing, corrupt or belongs to another run."""
+
+
+class TrainingInterrupted(N2nError):
+    """Ctrl-C during training: the checkpoint is saved and the run can be resumed."""

@@ -15,15 +15,18 @@ import json
 import os
 import warnings
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from n2ncli import __version__
 from n2ncli.errors import ConfigError, N2nError
 from n2ncli.fsutil import atomic_path, atomic_write_text
-from n2ncli.nets.unet import UNet
 from n2ncli.store import ModelRecord, build_model, sha256_file
+
+if TYPE_CHECKING:  # torch is imported to export only: a cached, verified file runs without it
+    import torch
+    from torch import nn
+
+    from n2ncli.nets.unet import UNet
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -33,18 +36,24 @@ DEFAULT_OPSET = 17
 _TRACE_SHAPE = (75, 101)
 
 
-class _Fp16(nn.Module):
+def _fp16(net: nn.Module) -> nn.Module:
     """float32 in and out, float16 inside: callers keep one input dtype whatever the file."""
+    from torch import nn
 
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net.half()
+    class Fp16(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.net = inner.half()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.half()).float()
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x.half()).float()
+
+    return Fp16(net)
 
 
 def _resolve(record_or_model: ModelRecord | UNet) -> tuple[UNet, dict[str, str]]:
+    from n2ncli.nets.unet import UNet
+
     if isinstance(record_or_model, ModelRecord):
         rec = record_or_model
         meta = {"n2ncli_model": rec.name, "n2ncli_sha256": rec.sha256, "n2ncli_kind": rec.kind,
@@ -65,12 +74,15 @@ def export_onnx(record_or_model: ModelRecord | UNet, path: str | os.PathLike[str
     providers) while input and output stay float32.
     """
     import onnx
+    import torch
+
+    from n2ncli.nets.unet import UNet
 
     if not 13 <= opset <= 20:
         raise ConfigError(f"--opset must be between 13 and 20, got {opset}")
     net, meta = _resolve(record_or_model)
     net = net.to("cpu").float().eval()
-    module: nn.Module = _Fp16(UNet(net.in_channels, net.out_channels, features=net.features)) if fp16 else net
+    module: nn.Module = _fp16(UNet(net.in_channels, net.out_channels, features=net.features)) if fp16 else net
     if fp16:
         module.net.load_state_dict(net.state_dict())
     module = module.eval()

@@ -18,14 +18,16 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from n2ncli import __version__
 from n2ncli.errors import ChecksumMismatchError, ConfigError, IncompatibleModelError, ModelNotFoundError
 from n2ncli.fsutil import atomic_write_bytes, atomic_write_text
-from n2ncli.nets.unet import UNet
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: the ONNX path runs without it
+    import torch
+
+    from n2ncli.nets.unet import UNet
 
 ARCH = "n2n-unet"
 FORMAT = 1
@@ -334,6 +336,8 @@ def sha256_file(path: Path) -> str:
 
 def load_state(record: ModelRecord) -> dict[str, torch.Tensor]:
     """The verified float32 state dict of ``record`` (on CPU)."""
+    import torch
+
     path = record.weights_path
     if not path.is_file():
         raise ModelNotFoundError(f"{record.name}: weights file {path} is missing")
@@ -350,6 +354,8 @@ def load_state(record: ModelRecord) -> dict[str, torch.Tensor]:
 
 def build_model(record: ModelRecord) -> UNet:
     """The network described by ``record`` with its verified weights, in eval mode, on CPU."""
+    from n2ncli.nets.unet import UNet
+
     if record.arch != ARCH:
         raise IncompatibleModelError(f"{record.name}: unknown architecture {record.arch!r}")
     net = UNet(record.in_channels, record.out_channels, features=record.features)
@@ -360,8 +366,11 @@ def build_model(record: ModelRecord) -> UNet:
     return net.eval()
 
 
-def weights_bytes(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> bytes:
-    """Serialised state dict (optionally fp16 to ship small files)."""
+def weights_bytes(model: torch.nn.Module, dtype: torch.dtype | None = None) -> bytes:
+    """Serialised state dict (float32, or ``dtype`` such as fp16 to ship small files)."""
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
     buf = io.BytesIO()
     torch.save({k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}, buf)
     return buf.getvalue()
@@ -369,9 +378,10 @@ def weights_bytes(model: torch.nn.Module, dtype: torch.dtype = torch.float32) ->
 
 def save_model(name: str, model: UNet, *, kind: str, noise: str, training: Mapping[str, Any],
                metrics: Mapping[str, Any] | None = None, root: Path | None = None,
-               overwrite: bool = False, dtype: torch.dtype = torch.float32,
+               overwrite: bool = False, dtype: torch.dtype | None = None,
                extra: Mapping[str, Any] | None = None) -> ModelRecord:
-    """Write ``model`` into the store as ``name`` (weights first, then the json that names their hash)."""
+    """Write ``model`` into the store as ``name`` (weights first, then the json that names their
+    hash); float32 weights unless ``dtype``."""
     check_name(name)
     if kind not in KINDS:
         raise ConfigError(f"unknown model kind {kind!r}")
@@ -385,7 +395,8 @@ def save_model(name: str, model: UNet, *, kind: str, noise: str, training: Mappi
         sha256=hashlib.sha256(data).hexdigest(), noise=noise, features=model.features,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         training=dict(training), metrics=dict(metrics or {}),
-        extra={"n2ncli_version": __version__, "weights_dtype": str(dtype).replace("torch.", ""), **(extra or {})},
+        extra={"n2ncli_version": __version__, "weights_dtype": str(dtype or "float32").replace("torch.", ""),
+               **(extra or {})},
     )
     write_record(record)
     return record

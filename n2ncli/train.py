@@ -26,7 +26,7 @@ import torch
 from n2ncli.data import CropBatches, DeviceCropSource, LoadedImages, RankSlice
 from n2ncli.device import autocast_dtype
 from n2ncli.distributed import DistributedError, World, agreed, first_line, is_peer_failure, per_process_batch
-from n2ncli.errors import CheckpointError, ConfigError, N2nError
+from n2ncli.errors import CheckpointError, ConfigError, N2nError, TrainingInterrupted  # noqa: F401 - re-exported
 from n2ncli.fsutil import atomic_path
 from n2ncli.loss import GammaSchedule, level_weights, n2n_loss
 from n2ncli.nets.unet import UNet
@@ -146,10 +146,6 @@ class Progress:
     steps_per_second: float = math.nan
     val_psnr: float | None = None
     checkpoint: Path | None = None
-
-
-class TrainingInterrupted(N2nError):
-    """Ctrl-C during training: the checkpoint is saved and the run can be resumed."""
 
 
 @dataclass

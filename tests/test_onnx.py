@@ -359,3 +359,36 @@ def test_compile_takes_pytorch_and_gives_the_eager_result(record, kodak_crop: Ca
     eager = TorchPredictor(build_model(record), "cpu")
     compiled = TorchPredictor(build_model(record), "cpu", compile="aot_eager")
     assert np.abs(compiled.predict(x) - eager.predict(x)).max() < 1e-5
+
+
+_TORCH_PROBE = """
+import sys
+from n2ncli.cli import main
+sys.argv = ["n2n", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print("torch imported" if "torch" in sys.modules else "no torch", file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+def test_help_and_a_cached_onnx_denoise_never_import_torch(tmp_path: Path, kodak_crop: Callable) -> None:  # noqa: ANN001
+    """torch's import is a second or more of start-up; `--help` and the ONNX Runtime path with
+    its exported file cached do without it (the first run exports, which needs torch)."""
+    from PIL import Image
+
+    Image.fromarray(kodak_crop(0, 0, 48, 64)).save(tmp_path / "p.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "N2N_HOME": str(tmp_path / "home")}
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", _TORCH_PROBE, *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        return proc.stderr.strip().splitlines()[-1]
+
+    assert run("--help") == "no torch"
+    denoise = ("denoise", "p.png", "-o", "out.png", "--backend", "onnx", "--device", "cpu", "--overwrite")
+    assert run(*denoise) == "torch imported"  # exports the models into the cache
+    assert run(*denoise) == "no torch"
+    assert (tmp_path / "out.png").exists()

@@ -15,7 +15,7 @@ import numpy as np
 
 from n2ncli.backends import OutOfMemory
 from n2ncli.errors import ConfigError, IncompatibleModelError, N2nError
-from n2ncli.nets.unet import DEPTH_MULTIPLE
+from n2ncli.nets import DEPTH_MULTIPLE
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -18,6 +18,18 @@ BACKENDS = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+class _Cpu:
+    """The CPU as ``resolve_device`` would give it, for the auto path without torch."""
+
+    type, index = "cpu", None
+
+    def __str__(self) -> str:
+        return "cpu"
+
+
+_CPU = _Cpu()
+
+
 def _torch(record: ModelRecord, device: str, precision: str = "auto", compile: bool = False) -> Predictor:  # noqa: A002
     from n2ncli.backends.torch import TorchPredictor
     from n2ncli.device import resolve_device
@@ -100,10 +112,11 @@ def make_predictor(record: ModelRecord, backend: str = "auto", device: str = "au
             notes.append("ONNX Runtime has no MPS provider here; running on CPU")
         gpu = device.startswith("cuda") or (device == "auto" and _gpu_provider_listed())
         return _onnx(record, gpu, notes, gpu_index(device))
-    # auto: resolve the device as torch sees it, then prefer ONNX Runtime where it pays off
-    from n2ncli.device import resolve_device
+    # auto: resolve the device as torch sees it (without torch where no GPU can be), then prefer
+    # ONNX Runtime where it pays off
+    from n2ncli.device import cpu_only_host, resolve_device
 
-    dev = resolve_device(device)
+    dev = _CPU if device == "cpu" or (device == "auto" and cpu_only_host()) else resolve_device(device)
     if not _ort_available():
         notes.append("backend auto: onnxruntime is not installed; using PyTorch")
         return _torch(record, str(dev))

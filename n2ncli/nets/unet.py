@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEPTH_MULTIPLE = 32  # five 2x poolings
+from n2ncli.nets import DEPTH_MULTIPLE
+
 _SLOPE = 0.2
 
 

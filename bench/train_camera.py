@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def config_for(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(steps=args.steps, batch_size=4, crop=256, lr=1e-4, lr_schedule="cosine", warmup_steps=0,
                        gamma_end=2.0, noise="camera", pd=1, target="independent", full_pd=2, seed=args.seed,
-                       level_weight=args.level_weight, precision="fp32", checkpoint_every=100,
-                       checkpoint_seconds=240)
+                       level_weight=args.level_weight, precision="fp32",
+                       checkpoint_every=min(100, args.keep_every or 100), checkpoint_seconds=240)
 
 
 def supervised(config: TrainConfig, images, run_dir: Path, init: dict) -> tuple[torch.nn.Module, float, float]:

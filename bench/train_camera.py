@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def config_for(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(steps=args.steps, batch_size=4, crop=256, lr=1e-4, lr_schedule="cosine", warmup_steps=0,
-                       gamma_end=2.0, noise="camera", pd=1, target="independent", full_pd=2, seed=args.seed,
+    return TrainConfig(steps=args.steps, batch_size=4, crop=256, lr=args.lr, lr_schedule="cosine", warmup_steps=0,
+                       gamma_end=2.0, gamma_constant=args.init is not None, noise="camera", pd=1, target="independent", full_pd=2, seed=args.seed,
                        level_weight=args.level_weight, precision="fp32",
                        checkpoint_every=min(100, args.keep_every or 100), checkpoint_seconds=240)
 
@@ -94,6 +94,10 @@ def main() -> None:
     ap.add_argument("--level-weight", type=float, default=0.0,
                     help="weigh each crop's loss by its noise variance^-W (0.65: about 1/MSE, so every level "
                          "counts alike in PSNR; 0: the plain mean)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="warm-start from this checkpoint.pt or weights.pt (default: the shipped blind model); "
+                         "gamma then stays at its end value instead of ramping from 0")
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--keep-every", type=int, default=0,
                     help="keep a copy of the checkpoint every N steps (checkpoint-<step>.pt), to evaluate later")
     ap.add_argument("--ship", action="store_true", help="write the finished model into the package (n2ncli/models)")
@@ -107,6 +111,11 @@ def main() -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     blind = find_model("srgb-gaussian5-50")
     init = build_model(blind).state_dict()
+    init_name = blind.name
+    if args.init is not None:  # a second stage: continue from an earlier run's weights
+        state = torch.load(args.init, map_location="cpu", weights_only=True)
+        init = {k: v.float() for k, v in state.get("model", state).items()}
+        init_name = f"{args.init} (from {blind.name})"
     if args.from_checkpoint:
         from n2ncli.nets.unet import UNet
 
@@ -129,7 +138,7 @@ def main() -> None:
                       f"{p.steps_per_second:.3f} steps/s", flush=True)
 
         result = train(config, images, device=torch.device("cpu"), run_dir=run_dir, resume=resume,
-                       init_state=init, on_progress=progress, extra={"init": blind.name})
+                       init_state=init, on_progress=progress, extra={"init": init_name})
         model, seconds, loss = result.model, result.seconds, result.final_loss
     if not args.from_checkpoint:
         done_steps = config.steps
@@ -140,7 +149,7 @@ def main() -> None:
         "in the regulariser through PD2, as inference", "pd": 2, "steps": done_steps,
         "steps_planned": config.steps, "lr_schedule_note": f"cosine over {config.steps} steps, stopped at {done_steps}",
         "batch_size": config.batch_size, "crop": config.crop, "lr": config.lr, "lr_schedule": "cosine",
-        "gamma": "0 -> 2.0 linear", "init": blind.name, "device": "cpu (2-core AMD EPYC, shared)",
+        "gamma": "2.0 constant" if args.init is not None else "0 -> 2.0 linear", "init": init_name, "device": "cpu (2-core AMD EPYC, shared)",
         "threads": args.threads, "precision": "fp32", "seconds": round(seconds, 1), "final_loss": loss,
         "crops_seen": done_steps * config.batch_size,
         "command": f"python bench/train_camera.py --steps {config.steps} --threads {args.threads}"

@@ -25,7 +25,7 @@ from n2ncli.denoise import TileOptions, denoise_array
 from n2ncli.io.image import read_image
 from n2ncli.metrics import psnr, quantize_uint8, ssim
 from n2ncli.pd import PdSelector, PixelShufflePredictor
-from n2ncli.store import build_model, find_model, trained_stride
+from n2ncli.store import build_model, find_model, trained_blend, trained_stride
 
 
 def main() -> None:
@@ -52,7 +52,8 @@ def main() -> None:
         record = find_model(args.camera)
         camera = TorchPredictor(build_model(record))
         methods[f"{record.name}, plain"] = camera
-        methods[f"{record.name}, --pd auto"] = PdSelector(camera, None, trained_stride(record))
+        methods[f"{record.name}, --pd auto"] = PdSelector(camera, None, trained_stride(record),
+                                                          blend=trained_blend(record))
         methods[f"{record.name}, PD2 + 0.25 plain"] = PixelShufflePredictor(camera, 2, blend=0.25)
     if args.bm3d:
         from n2ncli.baselines import BM3D, bm3d_available

@@ -165,7 +165,7 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
     """Step 2: models, predictors (``--adapt`` fine-tunes first, reporting to ``on_adapt``),
     the tile size and the DNG record, into ``run``."""
     from n2ncli.backends.select import describe, make_predictor
-    from n2ncli.store import trained_stride
+    from n2ncli.store import trained_blend, trained_stride
 
     req = run.request
     records, camera = choose_records(run.jobs, req.model)
@@ -191,7 +191,9 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
     if "srgb" in predictors:
         extra = predictor(camera) if camera else None
         predictors["srgb"] = PdSelector(predictors["srgb"], parse_pd(req.pd), trained_stride(records["srgb"]), extra,
-                                        trained_stride(camera) if camera else None)
+                                        trained_stride(camera) if camera else None,
+                                        blend=trained_blend(records["srgb"]),
+                                        correlated_blend=trained_blend(camera) if camera else 0.0)
         where += f", pd {req.pd.lower()}"
     run.records, run.camera, run.predictors, run.options, run.where = records, camera, predictors, options, where
     raw = records.get("raw")

@@ -137,7 +137,7 @@ def run_eval(request: EvalRequest, *, fit: FitPairs | None = None,
     ``request.pairs`` the model is scored on real noise, else on each clean set x noise.
     """
     from n2ncli.datasets import find_pairs, load_clean_sets, read_pairs
-    from n2ncli.store import trained_stride
+    from n2ncli.store import trained_blend, trained_stride
 
     emit = on_event or (lambda event: None)
     stride = parse_pd(request.pd)
@@ -167,7 +167,8 @@ def run_eval(request: EvalRequest, *, fit: FitPairs | None = None,
         name = request.pairs.name
         on_image = progress(f"{name} real noise", len(found))
         results.append(evaluate_pairs(
-            PdSelector(predictor, stride, trained_stride(record)), read_pairs(found), dataset=name,
+            PdSelector(predictor, stride, trained_stride(record), blend=trained_blend(record)), read_pairs(found),
+            dataset=name,
             threads=METRIC_THREADS, baselines=_baselines(predictor, request.self_ensemble, bm3d, None),
             on_output=crops.hook(name, "real") if crops else None, on_image=on_image))
     model = SquarePadded(PdSelector(predictor, stride or 1, trained_stride(record)))  # the official test's padding

@@ -205,11 +205,15 @@ class PdSelector(_Forwarding):
     """
 
     def __init__(self, inner: Predictor, stride: int | None, correlated_stride: int = CORRELATED_STRIDE,
-                 correlated: Predictor | None = None, correlated_with: int | None = None) -> None:
+                 correlated: Predictor | None = None, correlated_with: int | None = None,
+                 blend: float = 0.0, correlated_blend: float = 0.0) -> None:
         self.inner, self.stride = inner, stride
         self.correlated_stride = check_stride(correlated_stride)
         self.correlated = correlated
         self.correlated_with = correlated_with or self.correlated_stride  # the stride of ``correlated``
+        # auto's PD output mixed with this share of the plain one (each model's ``pd_blend``);
+        # an explicit --pd N is pixel-shuffle alone
+        self.blend, self.correlated_blend = blend, correlated_blend
         self.channels = inner.channels
 
 
@@ -225,7 +229,11 @@ class PdSelector(_Forwarding):
 
     def for_image(self, image: np.ndarray) -> Predictor:
         predictor, stride = self.choice(image)
-        return PixelShufflePredictor(predictor, stride) if stride > 1 else predictor
+        if stride == 1:
+            return predictor
+        blend = 0.0 if self.stride is not None else (
+            self.correlated_blend if predictor is self.correlated else self.blend)
+        return PixelShufflePredictor(predictor, stride, blend)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Batches without their image (evaluation): each image of the batch decides for itself."""

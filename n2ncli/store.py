@@ -326,6 +326,15 @@ def trained_stride(record: ModelRecord) -> int:
     return stride if stride > 1 else 2
 
 
+def trained_blend(record: ModelRecord) -> float:
+    """How much of the plain (stride 1) output ``--pd auto`` mixes into this model's PD output
+    (model.json ``pd_blend``, 0 when absent): PD denoises a subsampled view and loses some fine
+    detail, the plain pass keeps it but also more correlated noise; for srgb-camera the average
+    of the two scored best on the real pairs (docs/real-noise.md)."""
+    value = record.extra.get("pd_blend", 0.0)
+    return float(value) if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else 0.0
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

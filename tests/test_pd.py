@@ -124,3 +124,21 @@ def test_selector_sends_correlated_images_to_the_real_photo_model(shared_data: P
     assert selector.choice(flat) == (blind, 1)
     assert PdSelector(blind, 2, 3, camera).choice(flat) == (blind, 2)  # --pd fixed, model still per image
     assert PdSelector(blind, None, 3).choice(real) == (blind, 3)
+
+
+def test_auto_mixes_in_the_models_plain_share_and_an_explicit_stride_does_not() -> None:
+    """`--pd auto` runs a model's own recipe (model.json pd_blend: PD output with that share of
+    the plain pass); `--pd 2` is pixel-shuffle alone."""
+    from n2ncli.store import SHIPPED_DIR, read_record, trained_blend
+
+    rng = np.random.default_rng(0)
+    flat = rng.normal(0.5, 0.03, (64, 64, 3)).astype(np.float32)
+    correlated = np.repeat(np.repeat(flat[::2, ::2], 2, axis=0), 2, axis=1)  # noise shared by 2x2 cells
+    assert noise_correlation(correlated) > CORRELATED
+    blind, camera = Identity(3), Identity(3)
+    auto = PdSelector(blind, None, 2, camera, 2, blend=0.0, correlated_blend=0.5).for_image(correlated)
+    assert isinstance(auto, PixelShufflePredictor) and auto.inner is camera and auto.blend == 0.5
+    fixed = PdSelector(blind, 2, 2, camera, 2, blend=0.0, correlated_blend=0.5).for_image(correlated)
+    assert isinstance(fixed, PixelShufflePredictor) and fixed.blend == 0.0
+    assert trained_blend(read_record(SHIPPED_DIR / "srgb-camera", shipped=True)) == 0.5
+    assert trained_blend(read_record(SHIPPED_DIR / "srgb-gaussian5-50", shipped=True)) == 0.0

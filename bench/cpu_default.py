@@ -75,12 +75,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--megapixels", type=float, default=12.0)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--matmul", type=int, default=4096, help="side of the square matrix products (smaller on CPUs that emulate bf16)")
     args = ap.parse_args()
     threads = torch.get_num_threads()
     print(f"{cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {threads} threads")
-    fp32_peak, bf16_peak = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
+    fp32_peak, bf16_peak = matmul_gflops(torch.float32, args.matmul), matmul_gflops(torch.bfloat16, args.matmul)
     native = cpu_has_native_bf16()
-    print(f"matrix products 4096^3: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s; "
+    print(f"matrix products {args.matmul}^3: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s; "
           f"bf16 units: {'yes' if native else 'no'} -> default precision {'bf16' if native else 'fp32'}")
 
     record = default_model("srgb")

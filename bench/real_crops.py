@@ -19,7 +19,7 @@ from n2ncli.denoise import TileOptions, denoise_array
 from n2ncli.io.image import read_image
 from n2ncli.metrics import psnr, quantize_uint8
 from n2ncli.pd import PdSelector
-from n2ncli.store import build_model, find_model, trained_stride
+from n2ncli.store import build_model, find_model, trained_blend, trained_stride
 
 #: One pair of each camera and ISO kind, chosen by name before looking at any result.
 PICKS = ("Canon5D2_5_160_3200_chair_11", "Canon5D2_5_160_6400_circuit_3", "Sony_4-5_125_3200_plant_10")
@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     record = find_model(args.model)
-    ours = PdSelector(TorchPredictor(build_model(record)), None, trained_stride(record))
+    ours = PdSelector(TorchPredictor(build_model(record)), None, trained_stride(record), blend=trained_blend(record))
     bm3d = BM3D(3, args.bm3d)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, noisy_path, clean_path in find_pairs(args.pairs):

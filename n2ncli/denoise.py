@@ -269,10 +269,10 @@ class OutputSettings:
     stream_format: str | None = None
 
 
-def output_bit_depth(source_depth: int, target: Path) -> int:
-    """The source's depth where the target format keeps it: float (32) only into TIFF, 16-bit
-    into PNG, TIFF and HEIF (10 bits), JPEG, WebP and AVIF are 8-bit."""
-    return min(source_depth, writable_bit_depth(target.suffix))
+def output_bit_depth(source_depth: int, fmt: str) -> int:
+    """The source's depth where ``fmt`` (an extension or format name) keeps it: float (32) only
+    into TIFF, 16-bit into PNG, TIFF and HEIF (10 bits), JPEG, WebP and AVIF are 8-bit."""
+    return min(source_depth, writable_bit_depth(fmt))
 
 
 def read_input(path: Path) -> ImageData | RawData:
@@ -312,17 +312,16 @@ def _write(job: Job, data: ImageData | RawData, out: np.ndarray, writing: Output
                     exif=rendered_exif(data.source), quality=writing.quality)
         return
     pixels = out if data.is_float else np.clip(out, 0.0, 1.0)  # float: kept as is in TIFF, clipped by other formats
-    if is_stream(job.target):
-        fmt = writing.stream_format or data.format
-        quality, subsampling = lossy_settings(data, fmt, writing.quality)
-        sys.stdout.buffer.write(encode_image(pixels, fmt, bit_depth=min(data.bit_depth, writable_bit_depth(fmt)),
-                                             exif=data.exif, icc_profile=data.icc_profile, quality=quality,
-                                             subsampling=subsampling))
+    stream = is_stream(job.target)
+    fmt = (writing.stream_format or data.format) if stream else job.target.suffix
+    quality, subsampling = lossy_settings(data, fmt, writing.quality)
+    settings = {"bit_depth": output_bit_depth(data.bit_depth, fmt), "exif": data.exif, "icc_profile": data.icc_profile,
+                "quality": quality, "subsampling": subsampling}
+    if stream:
+        sys.stdout.buffer.write(encode_image(pixels, fmt, **settings))
         sys.stdout.buffer.flush()
-        return
-    quality, subsampling = lossy_settings(data, job.target.suffix, writing.quality)
-    write_image(job.target, pixels, bit_depth=output_bit_depth(data.bit_depth, job.target),
-                exif=data.exif, icc_profile=data.icc_profile, quality=quality, subsampling=subsampling)
+    else:
+        write_image(job.target, pixels, **settings)
 
 
 def run_job(job: Job, predictor: Predictor, options: TileOptions = TileOptions(),

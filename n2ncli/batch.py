@@ -221,5 +221,6 @@ def _adapted(record: ModelRecord, camera: ModelRecord | None, jobs: list[Job], r
 
 
 def execute(run: DenoiseRun, **callbacks: Any) -> BatchResult:
-    """Step 3: denoise every job (``callbacks``: run_jobs's on_start, on_tile, on_done, on_failed, on_retry)."""
+    """Step 3: denoise every job (``callbacks``: run_jobs's on_start, on_tile, on_done, on_failed, on_retry,
+    on_skipped)."""
     return run_jobs(run.jobs, run.predictors, run.options, writing=run.writing, **callbacks)

@@ -6,6 +6,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -123,6 +125,17 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     _state["debug"], _state["verbose"] = debug, verbose
+    if debug:  # the library's debug log (e.g. what LibRaw said about a file it still read)
+        import logging
+
+        class _ConsoleLog(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                console.print(f"[dim]debug: {escape(self.format(record))}[/]", highlight=False, soft_wrap=True)
+
+        log = logging.getLogger("n2ncli")
+        if not any(type(h).__name__ == "_ConsoleLog" for h in log.handlers):
+            log.addHandler(_ConsoleLog())
+        log.setLevel(logging.DEBUG)
 
 
 def _warn(message: str) -> None:
@@ -219,9 +232,17 @@ def denoise(
         def on_retry(smaller, exc: BaseException) -> None:  # noqa: ANN001
             _warn(f"out of memory; retrying with --tile {smaller.tile}")
 
+        def on_skipped(job, line: str) -> None:  # noqa: ANN001 - a raw kind found only by its decode
+            finished[0] += 1
+            progress.update(files, advance=1)
+            if request.one_file:
+                _error(line, progress.console)
+            else:
+                _warn(f"skipped {line}")
+
         try:
             result = execute(run, on_start=on_start, on_done=on_done, on_failed=on_failed, on_retry=on_retry,
-                             on_tile=lambda d, n: progress.update(tiles, completed=d, total=n))
+                             on_skipped=on_skipped, on_tile=lambda d, n: progress.update(tiles, completed=d, total=n))
         except KeyboardInterrupt:
             progress.stop()
             done = finished[0]
@@ -234,11 +255,12 @@ def denoise(
             raise typer.Exit(130) from None
         progress.update(tiles, visible=False)
     failed = len(run.failed) + len(result.failed)
-    if request.one_file and failed:
+    if request.one_file and (failed or result.skipped):
         raise typer.Exit(1)  # one file asked for: its error line above says it all
     counts = [f"wrote {len(result.written)}"]
-    if run.skipped or run.plan.existing:
-        counts.append(f"skipped {len(run.skipped) + run.plan.existing}")
+    skipped = len(run.skipped) + len(result.skipped) + run.plan.existing
+    if skipped:
+        counts.append(f"skipped {skipped}")
     if failed:
         counts.append(f"[red]failed {failed}[/]")
     console.print(f"denoised in {time.perf_counter() - t0:.1f} s: {', '.join(counts)} file(s)", highlight=False)
@@ -673,8 +695,36 @@ def _echo(exc: N2nError) -> bool:
     return env_rank() == 0 or not shared
 
 
+@contextmanager
+def _own_stderr() -> Iterator[None]:
+    """Python's stderr on its own copy of fd 2 while a command runs: io/raw.py points fd 2 (what
+    C libraries print to) at a temporary file around each LibRaw call, and progress or messages
+    printed by other threads meanwhile must still reach the terminal."""
+    stream = sys.stderr
+    try:
+        if stream is None or stream.fileno() != 2:
+            raise ValueError("already redirected (pytest, a host program): left alone")
+        fd = os.dup(2)
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    stream.flush()
+    sys.stderr = os.fdopen(fd, "w", buffering=1, encoding=stream.encoding, errors=stream.errors)
+    try:
+        yield
+    finally:
+        mine, sys.stderr = sys.stderr, stream
+        with suppress(OSError, ValueError):
+            mine.close()
+
+
 def main() -> None:
     """Console entry point: user errors become one line and exit 1; Ctrl-C exits 130."""
+    with _own_stderr():
+        _main()
+
+
+def _main() -> None:
     from n2ncli.errors import TrainingInterrupted
 
     _fit_consoles()

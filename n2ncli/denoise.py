@@ -11,7 +11,8 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,11 @@ import numpy as np
 from n2ncli.backends import OutOfMemory, Predictor
 from n2ncli.bayer import pack, unpack
 from n2ncli.device import free_ram
-from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError, IncompatibleModelError, N2nError
+from n2ncli.errors import (ConfigError, ImageReadError, ImageWriteError, IncompatibleModelError, N2nError,
+                            UnsupportedRawError)
 from n2ncli.io.image import (ImageData, encode_image, image_format, read_image, read_image_bytes,
                              writable_bit_depth, write_image)
-from n2ncli.io.raw import RawData, is_raw, read_raw, render, rendered_exif
+from n2ncli.io.raw import RawData, is_raw, quiet_libraw, read_raw, render, rendered_exif
 from n2ncli.jobs import Job, is_stream
 from n2ncli.pd import PdSelector
 from n2ncli.tiling import Tile, TileAccumulator, tile_grid
@@ -275,11 +277,18 @@ def output_bit_depth(source_depth: int, fmt: str) -> int:
     return min(source_depth, writable_bit_depth(fmt))
 
 
-def read_input(path: Path) -> ImageData | RawData:
-    """A raw file (by extension) through LibRaw, ``-`` as an image on stdin, anything else as an image."""
+def read_input(path: Path, develop: bool = False) -> ImageData | RawData:
+    """A raw file (by extension) through LibRaw, ``-`` as an image on stdin, anything else as an image.
+
+    ``develop``: the raw will be rendered (an image target), so LibRaw's decoded state is kept
+    for that and the file is decoded once."""
     if is_stream(path):
         return read_image_bytes(sys.stdin.buffer.read(), "<stdin>")
-    return read_raw(path) if is_raw(path) else read_image(path)
+    return read_raw(path, keep_decoded=develop) if is_raw(path) else read_image(path)
+
+
+def _develops(job: Job) -> bool:
+    return job.kind == "raw" and job.target.suffix.lower() != ".dng"
 
 
 def lossy_settings(data: ImageData, fmt: str, quality: int | None) -> tuple[int | None, str | None]:
@@ -304,12 +313,15 @@ def _write(job: Job, data: ImageData | RawData, out: np.ndarray, writing: Output
         if job.target.suffix.lower() == ".dng":
             from n2ncli.io.dng import write_dng
 
-            write_dng(job.target, out, data.source, software=writing.software, record=writing.record or {})
+            # a non-DNG source's tags come from LibRaw, which may talk on stderr (and must not)
+            with quiet_libraw(data.source) if data.source.suffix.lower() != ".dng" else nullcontext():
+                write_dng(job.target, out, data.source, software=writing.software, record=writing.record or {})
             return
-        rgb = render(data.source, out, linear=writing.linear)
+        exif = rendered_exif(data)  # before render, which releases the decoded state
+        rgb = render(data, out, linear=writing.linear)
         depth = min(16, writable_bit_depth(job.target.suffix))
         write_image(job.target, rgb.astype(np.float32) / np.float32(65535), bit_depth=depth,
-                    exif=rendered_exif(data.source), quality=writing.quality)
+                    exif=exif, quality=writing.quality)
         return
     pixels = out if data.is_float else np.clip(out, 0.0, 1.0)  # float: kept as is in TIFF, clipped by other formats
     stream = is_stream(job.target)
@@ -329,7 +341,7 @@ def run_job(job: Job, predictor: Predictor, options: TileOptions = TileOptions()
             on_retry: Callable[[TileOptions, BaseException], None] | None = None,
             writing: OutputSettings = OutputSettings()) -> tuple[str, ...]:
     """Denoise one file into its target; returns the reader's warnings for the user."""
-    data = read_input(job.source)
+    data = read_input(job.source, _develops(job))
     out = denoise_input(data, predictor, options, on_tile, on_retry)
     _write(job, data, out, writing)
     return data.warnings
@@ -337,12 +349,14 @@ def run_job(job: Job, predictor: Predictor, options: TileOptions = TileOptions()
 
 @dataclass
 class BatchResult:
-    """What a run of many files did: outputs written, files that failed (with the one-line
-    reason), and the tile options the last file ran with (after any out-of-memory retry)."""
+    """What a run of many files did: outputs written, files that failed or were skipped (raws of
+    a kind n2n does not denoise, found when decoding; with the one-line reason), and the tile
+    options the last file ran with (after any out-of-memory retry)."""
 
     options: TileOptions
     written: list[Job]
     failed: list[tuple[Job, str]]
+    skipped: list[tuple[Job, str]] = field(default_factory=list)
 
 
 def failure_line(job: Job, exc: BaseException) -> str:
@@ -362,6 +376,7 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
              on_done: Callable[[Job, tuple[str, ...]], None] | None = None,
              on_failed: Callable[[Job, str], None] | None = None,
              on_retry: Callable[[TileOptions, BaseException], None] | None = None,
+             on_skipped: Callable[[Job, str], None] | None = None,
              writing: OutputSettings = OutputSettings()) -> BatchResult:
     """Denoise many files with decoding and encoding overlapped with the network.
 
@@ -374,7 +389,8 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
 
     A file that cannot be read, denoised or written is reported to ``on_failed(job, line)`` and
     the run goes on with the next one; writes are atomic, so no partial output file is ever
-    left. Only Ctrl-C (or a bug's exception outside a file's work) stops the run, after the
+    left. A raw whose decode shows it is of a kind n2n does not denoise (UnsupportedRawError, as
+    the header probe would have said) goes to ``on_skipped(job, line)`` instead. Only Ctrl-C (or a bug's exception outside a file's work) stops the run, after the
     writes in flight complete. After an out-of-memory retry the smaller tile is kept for the
     remaining files.
     """
@@ -391,6 +407,11 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
 
     def failed(job: Job, exc: BaseException) -> None:
         line = failure_line(job, exc)
+        if isinstance(exc, UnsupportedRawError):
+            result.skipped.append((job, line))
+            if on_skipped:
+                on_skipped(job, line)
+            return
         result.failed.append((job, line))
         if on_failed:
             on_failed(job, line)
@@ -406,7 +427,7 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
             job = next(queue, None)
             if job is None:
                 return
-            reads.append((job, readers.submit(read_input, job.source)))
+            reads.append((job, readers.submit(read_input, job.source, _develops(job))))
 
     def finish_write() -> None:
         job, warnings, fut = writes.popleft()

@@ -1,4 +1,4 @@
-"""Synthetic raw files for tests: small DNGs built with n2ncli's own TIFF writer.
+"""Synthetic raw files for tests: small DNGs built with n2ncli's own TIFF writer (io/tiff).
 
 Every function writes ``path`` and returns the pixels written (the whole sensor, as rawpy's
 ``raw_image`` reads it back for the Bayer ones). Pixel values are a seeded smooth scene plus
@@ -15,9 +15,11 @@ import numpy as np
 from n2ncli.io.dng import (
     ACTIVE_AREA, AS_SHOT_NEUTRAL, BLACK_LEVEL, BLACK_LEVEL_REPEAT_DIM, CALIBRATION_ILLUMINANT_1, CFA_LAYOUT,
     CFA_PATTERN, CFA_PLANE_COLOR, CFA_REPEAT_PATTERN_DIM, COLOR_MATRIX_1, DATE_TIME_ORIGINAL,
-    DEFAULT_CROP_ORIGIN, DEFAULT_CROP_SIZE, DNG_BACKWARD_VERSION, DNG_VERSION, EXIF_IFD, EXIF_VERSION,
-    EXPOSURE_TIME, F_NUMBER, ISO, MAKE, MODEL, ORIENTATION, PHOTOMETRIC_CFA, PHOTOMETRIC_LINEAR_RAW,
-    SUB_IFDS, UNIQUE_CAMERA_MODEL, WHITE_LEVEL, Ifd, Tag, image_tags, read_tiff_ifds, write_tiff_ifds,
+    DEFAULT_CROP_ORIGIN, DEFAULT_CROP_SIZE, DNG_BACKWARD_VERSION, DNG_VERSION, EXIF_VERSION, EXPOSURE_TIME,
+    F_NUMBER, ISO, PHOTOMETRIC_CFA, PHOTOMETRIC_LINEAR_RAW, UNIQUE_CAMERA_MODEL, WHITE_LEVEL,
+)
+from n2ncli.io.tiff import (
+    EXIF_IFD, MAKE, MODEL, ORIENTATION, SUB_IFDS, Ifd, Tag, image_tags, read_tiff_ifds, write_tiff_ifds,
 )
 
 # Colour at the sensor's top-left 2x2 (0 R, 1 G, 2 B), row by row.

@@ -33,9 +33,8 @@ outputs from camera files by reading IFD0's tags only. Its properties are all na
 ``Denoise...`` (``n2n:DenoiseModel``...), so no reader takes one for a standard tag; the older
 ``n2n:Record`` still reads.
 
-The TIFF part is a small reader and writer of our own (tifffile cannot write nested Exif IFDs):
-:class:`Tag`, :class:`Ifd`, :func:`read_tiff_ifds`, :func:`write_tiff_ifds`. Tests build
-synthetic DNGs with it too.
+The TIFF structure (tags, IFDs, reading and writing) is :mod:`n2ncli.io.tiff`'s; this module
+decides which tags a DNG carries and where they come from.
 """
 
 from __future__ import annotations
@@ -43,18 +42,16 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
-import io
 import json
 import logging
 import math
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import IntEnum
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Union
+from typing import TYPE_CHECKING
 from xml.dom import minidom
 from xml.parsers.expat import ExpatError
 
@@ -63,204 +60,19 @@ import numpy as np
 from n2ncli import __version__
 from n2ncli.errors import ImageReadError, ImageWriteError
 from n2ncli.fsutil import atomic_path
+from n2ncli.io.tiff import (
+    ARTIST, BITS_PER_SAMPLE, COPYRIGHT, DATE_TIME, EXIF_IFD, GPS_IFD, IMAGE_LENGTH, IMAGE_WIDTH, INTEROP_IFD, MAKE,
+    MODEL, NEW_SUBFILE_TYPE, ORIENTATION, PHOTOMETRIC, SOFTWARE, SUB_IFDS, XMP, Ifd, Tag, TagType, TiffData,
+    TiffFormatError, image_tags, portable_tags, read_at, read_tiff_ifds, write_tiff_ifds,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
-
     import rawpy
 
 _log = logging.getLogger(__name__)
 
-# ------------------------------------------------------------------------------------ TIFF model
-
-
-class TagType(IntEnum):
-    """TIFF 6 / TIFF-EP field types (13 = IFD, from the TIFF technical notes)."""
-
-    BYTE = 1
-    ASCII = 2
-    SHORT = 3
-    LONG = 4
-    RATIONAL = 5
-    SBYTE = 6
-    UNDEFINED = 7
-    SSHORT = 8
-    SLONG = 9
-    SRATIONAL = 10
-    FLOAT = 11
-    DOUBLE = 12
-    IFD = 13
-
-
-_SIZE = {TagType.BYTE: 1, TagType.ASCII: 1, TagType.SHORT: 2, TagType.LONG: 4, TagType.RATIONAL: 8,
-         TagType.SBYTE: 1, TagType.UNDEFINED: 1, TagType.SSHORT: 2, TagType.SLONG: 4,
-         TagType.SRATIONAL: 8, TagType.FLOAT: 4, TagType.DOUBLE: 8, TagType.IFD: 4}
-_STRUCT = {TagType.SHORT: "H", TagType.LONG: "I", TagType.SSHORT: "h", TagType.SLONG: "i",
-           TagType.FLOAT: "f", TagType.DOUBLE: "d", TagType.IFD: "I",
-           TagType.RATIONAL: "I", TagType.SRATIONAL: "i"}
-_BYTES_TYPES = frozenset({TagType.BYTE, TagType.ASCII, TagType.SBYTE, TagType.UNDEFINED})
-_RATIONAL_TYPES = frozenset({TagType.RATIONAL, TagType.SRATIONAL})
-_INT_RANGE = {TagType.SHORT: (0, 0xFFFF), TagType.LONG: (0, 0xFFFFFFFF), TagType.IFD: (0, 0xFFFFFFFF),
-              TagType.SSHORT: (-0x8000, 0x7FFF), TagType.SLONG: (-0x80000000, 0x7FFFFFFF),
-              TagType.RATIONAL: (0, 0xFFFFFFFF), TagType.SRATIONAL: (-0x80000000, 0x7FFFFFFF)}
-
-TagValue = Union[bytes, tuple]
-
-
-@dataclass(frozen=True)
-class Tag:
-    """One IFD entry with its value decoded but its TIFF type kept, so a copy is exact.
-
-    ``value`` is ``bytes`` for BYTE, SBYTE, UNDEFINED and ASCII (ASCII with its NUL), a tuple of
-    ints or floats for the numeric types, a tuple of ``(numerator, denominator)`` pairs for
-    (S)RATIONAL, and a tuple of :class:`Ifd` for pointer tags (Exif, GPS, SubIFDs), which the
-    writer lays out as sub-IFDs. ``offset`` is where the value sat in the file it was read from
-    (a MakerNote's original position; None for new tags).
-    """
-
-    code: int
-    type: TagType
-    value: TagValue
-    offset: int | None = field(default=None, compare=False)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.code <= 0xFFFF:
-            raise ValueError(f"tag code {self.code} outside 0..65535")
-        if self.type in _BYTES_TYPES:
-            if not isinstance(self.value, bytes):
-                raise TypeError(f"tag {self.code}: {self.type.name} needs bytes")
-            return
-        if not isinstance(self.value, tuple):
-            raise TypeError(f"tag {self.code}: {self.type.name} needs a tuple")
-        if self.is_pointer:
-            return
-        lo_hi = _INT_RANGE.get(self.type)
-        if lo_hi is None:
-            return
-        flat = [v for pair in self.value for v in pair] if self.type in _RATIONAL_TYPES else self.value
-        lo, hi = lo_hi
-        for v in flat:
-            if not (isinstance(v, (int, np.integer)) and lo <= v <= hi):
-                raise ValueError(f"tag {self.code}: {v!r} is not a valid {self.type.name} value")
-
-    @property
-    def is_pointer(self) -> bool:
-        """True when the value is a tuple of sub-IFDs (written as their offsets)."""
-        return bool(self.value) and isinstance(self.value, tuple) and isinstance(self.value[0], Ifd)
-
-    @property
-    def count(self) -> int:
-        return len(self.value)
-
-    # Constructors for new tags; read tags come from the file as they are.
-    @classmethod
-    def ascii(cls, code: int, text: str | bytes) -> Tag:
-        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        return cls(code, TagType.ASCII, data if data.endswith(b"\0") else data + b"\0")
-
-    @classmethod
-    def byte(cls, code: int, data: bytes | Sequence[int]) -> Tag:
-        return cls(code, TagType.BYTE, bytes(data))
-
-    @classmethod
-    def undefined(cls, code: int, data: bytes) -> Tag:
-        return cls(code, TagType.UNDEFINED, bytes(data))
-
-    @classmethod
-    def short(cls, code: int, *values: int) -> Tag:
-        return cls(code, TagType.SHORT, tuple(int(v) for v in values))
-
-    @classmethod
-    def long(cls, code: int, *values: int) -> Tag:
-        return cls(code, TagType.LONG, tuple(int(v) for v in values))
-
-    @classmethod
-    def rational(cls, code: int, *values: float | Fraction | tuple[int, int]) -> Tag:
-        return cls(code, TagType.RATIONAL, tuple(_to_rational(v, signed=False) for v in values))
-
-    @classmethod
-    def srational(cls, code: int, *values: float | Fraction | tuple[int, int]) -> Tag:
-        return cls(code, TagType.SRATIONAL, tuple(_to_rational(v, signed=True) for v in values))
-
-    @classmethod
-    def float32(cls, code: int, *values: float) -> Tag:
-        return cls(code, TagType.FLOAT, tuple(float(v) for v in values))
-
-    @classmethod
-    def double(cls, code: int, *values: float) -> Tag:
-        return cls(code, TagType.DOUBLE, tuple(float(v) for v in values))
-
-    @classmethod
-    def ifds(cls, code: int, *ifds: Ifd) -> Tag:
-        """A pointer tag (Exif 34665, GPS 34853, SubIFDs 330...) to sub-IFDs, typed LONG."""
-        if not ifds:
-            raise ValueError(f"tag {code}: a pointer tag needs at least one IFD")
-        return cls(code, TagType.LONG, tuple(ifds))
-
-    def numbers(self) -> tuple[float, ...]:
-        """The value as plain numbers (rationals divided out; 0/0 reads as nan)."""
-        if self.type in _BYTES_TYPES:
-            return tuple(self.value)
-        if self.type in _RATIONAL_TYPES:
-            return tuple(n / d if d else math.nan for n, d in self.value)
-        return tuple(self.value)
-
-    def text(self) -> str:
-        """An ASCII value as text, cut at the first NUL and stripped."""
-        return bytes(self.value).split(b"\0", 1)[0].decode("utf-8", "replace").strip()
-
-
-def _to_rational(value: float | Fraction | tuple[int, int], *, signed: bool) -> tuple[int, int]:
-    """The nearest fraction whose parts fit 32 bits (exact for the 4-decimal matrices of cameras)."""
-    if isinstance(value, tuple):
-        return int(value[0]), int(value[1])
-    limit = 0x7FFFFFFF if signed else 0xFFFFFFFF
-    value = value if isinstance(value, Fraction) else float(value)
-    if not math.isfinite(value) or abs(value) > limit or (value < 0 and not signed):
-        raise ValueError(f"{value!r} does not fit a {'S' if signed else ''}RATIONAL")
-    den = 1_000_000
-    while True:
-        frac = Fraction(value).limit_denominator(den)
-        if abs(frac.numerator) <= limit:
-            return frac.numerator, frac.denominator
-        den //= 10
-
-
-@dataclass(eq=False)
-class Ifd:
-    """An image file directory: tags by code, plus optional pixels written as uncompressed strips.
-
-    ``image`` (HxW or HxWxS, any unsigned/float dtype) goes out row-major in the file's byte order;
-    the writer adds StripOffsets and StripByteCounts from the RowsPerStrip tag (all rows in one
-    strip without it). The other layout tags are the caller's (see :func:`image_tags`).
-    """
-
-    tags: dict[int, Tag] = field(default_factory=dict)
-    image: np.ndarray | None = None
-
-    def add(self, *tags: Tag) -> Ifd:
-        for tag in tags:
-            self.tags[tag.code] = tag
-        return self
-
-    def get(self, code: int) -> Tag | None:
-        return self.tags.get(code)
-
-    def __contains__(self, code: int) -> bool:
-        return code in self.tags
-
-    def sub_ifds(self, code: int) -> tuple[Ifd, ...]:
-        """The sub-IFDs of a pointer tag, or () when absent or not parsed."""
-        tag = self.tags.get(code)
-        return tag.value if tag is not None and tag.is_pointer else ()
-
-
-# Tag numbers (TIFF 6, TIFF-EP, Exif 2.32, DNG 1.7). Only the ones this module names.
-NEW_SUBFILE_TYPE, IMAGE_WIDTH, IMAGE_LENGTH, BITS_PER_SAMPLE, COMPRESSION = 254, 256, 257, 258, 259
-PHOTOMETRIC, MAKE, MODEL, STRIP_OFFSETS, ORIENTATION = 262, 271, 272, 273, 274
-SAMPLES_PER_PIXEL, ROWS_PER_STRIP, STRIP_BYTE_COUNTS, PLANAR_CONFIG = 277, 278, 279, 284
-SOFTWARE, DATE_TIME, ARTIST, SUB_IFDS, XMP, COPYRIGHT = 305, 306, 315, 330, 700, 33432
-CFA_REPEAT_PATTERN_DIM, CFA_PATTERN, EXIF_IFD, GPS_IFD, INTEROP_IFD = 33421, 33422, 34665, 34853, 40965
+# Tag numbers (TIFF-EP, Exif 2.32, DNG 1.7) of the DNG policy; the structure's are io/tiff's.
+CFA_REPEAT_PATTERN_DIM, CFA_PATTERN = 33421, 33422
 EXPOSURE_TIME, F_NUMBER, ISO, EXIF_VERSION, DATE_TIME_ORIGINAL = 33434, 33437, 34855, 36864, 36867
 FOCAL_LENGTH, MAKER_NOTE, LENS_MAKE, LENS_MODEL = 37386, 37500, 42035, 42036
 DNG_VERSION, DNG_BACKWARD_VERSION, UNIQUE_CAMERA_MODEL = 50706, 50707, 50708
@@ -272,270 +84,6 @@ RAW_DATA_UNIQUE_ID, ACTIVE_AREA, NOISE_REDUCTION_APPLIED = 50781, 50829, 50935
 OPCODE_LIST_1, OPCODE_LIST_2, OPCODE_LIST_3, NOISE_PROFILE = 51008, 51009, 51022, 51041
 
 PHOTOMETRIC_CFA, PHOTOMETRIC_LINEAR_RAW = 32803, 34892
-
-# ----------------------------------------------------------------------------------- TIFF reading
-
-
-class TiffFormatError(ValueError):
-    """The bytes are not a TIFF structure we can follow (bad header, offsets, loops)."""
-
-
-# Tags whose value is the offset of one or more IFDs of ordinary TIFF form; the reader follows
-# them, so a copy can lay them out again at new offsets.
-_IFD_POINTERS = frozenset({SUB_IFDS, EXIF_IFD, GPS_IFD, INTEROP_IFD})
-_MAX_ENTRIES = 4096
-_MAX_DEPTH = 6
-_MAX_CHAIN = 64
-_TIFF_MAGICS = (42, 0x4F52, 0x5352, 0x55)  # TIFF, Olympus ORF ("RO", "RS"), Panasonic RW2
-
-
-@dataclass
-class TiffData:
-    """What :func:`read_tiff_ifds` found: byte order (``"<"``/``">"``), the IFD0 chain, notes."""
-
-    byte_order: str
-    ifds: list[Ifd]
-    notes: list[str] = field(default_factory=list)
-
-
-class _Reader:
-    def __init__(self, fh: BinaryIO, size: int, byte_order: str, notes: list[str],
-                 codes: Collection[int] | None) -> None:
-        self.fh, self.size, self.bo, self.notes, self.codes = fh, size, byte_order, notes, codes
-        self.seen: set[int] = set()
-
-    def read(self, offset: int, n: int) -> bytes:
-        if offset < 0 or n < 0 or offset + n > self.size:
-            raise TiffFormatError(f"data at {offset}+{n} lies outside the file ({self.size} bytes)")
-        self.fh.seek(offset)
-        data = self.fh.read(n)
-        if len(data) != n:
-            raise TiffFormatError(f"file ends inside data at {offset}")
-        return data
-
-    def ifd(self, offset: int, depth: int, follow: bool) -> tuple[Ifd, int]:
-        if offset in self.seen:
-            raise TiffFormatError(f"IFD at {offset} is referenced twice (a loop)")
-        if depth > _MAX_DEPTH:
-            raise TiffFormatError("sub-IFDs nested too deep")
-        self.seen.add(offset)
-        (n,) = struct.unpack(self.bo + "H", self.read(offset, 2))
-        if n == 0 or n > _MAX_ENTRIES:
-            raise TiffFormatError(f"IFD at {offset} claims {n} entries")
-        table = self.read(offset + 2, 12 * n + 4)
-        out = Ifd()
-        for i in range(n):
-            code, typ, count = struct.unpack_from(self.bo + "HHI", table, 12 * i)
-            if self.codes is not None and code not in self.codes:
-                continue
-            try:
-                tag_type = TagType(typ)
-            except ValueError:
-                self.notes.append(f"tag {code}: unknown type {typ}, skipped")
-                continue
-            nbytes = count * _SIZE[tag_type]
-            if nbytes > self.size:
-                self.notes.append(f"tag {code}: {count} values do not fit the file, skipped")
-                continue
-            if nbytes <= 4:
-                raw, at = table[12 * i + 8:12 * i + 8 + nbytes], offset + 2 + 12 * i + 8
-            else:
-                (at,) = struct.unpack_from(self.bo + "I", table, 12 * i + 8)
-                try:
-                    raw = self.read(at, nbytes)
-                except TiffFormatError as exc:
-                    self.notes.append(f"tag {code}: {exc}, skipped")
-                    continue
-            value = self.decode(tag_type, count, raw)
-            if follow and code in _IFD_POINTERS and tag_type in (TagType.LONG, TagType.IFD) and value:
-                try:
-                    value = tuple(self.ifd(off, depth + 1, follow)[0] for off in value)
-                except (TiffFormatError, struct.error) as exc:
-                    self.notes.append(f"sub-IFD of tag {code} unreadable ({exc}), skipped")
-                    continue
-            out.tags[code] = Tag(code, tag_type, value, offset=at)
-        (next_offset,) = struct.unpack_from(self.bo + "I", table, 12 * n)
-        return out, next_offset
-
-    def decode(self, tag_type: TagType, count: int, raw: bytes) -> TagValue:
-        if tag_type in _BYTES_TYPES:
-            return bytes(raw)
-        fmt = _STRUCT[tag_type]
-        flat = struct.unpack(f"{self.bo}{count * (2 if tag_type in _RATIONAL_TYPES else 1)}{fmt}", raw)
-        if tag_type in _RATIONAL_TYPES:
-            return tuple(zip(flat[0::2], flat[1::2]))
-        return flat
-
-
-def _read_tiff_stream(fh: BinaryIO, size: int, *, follow: bool = True, chain: bool = True,
-                      codes: Collection[int] | None = None) -> TiffData:
-    head = fh.read(8)
-    if len(head) < 8 or head[:2] not in (b"II", b"MM"):
-        raise TiffFormatError("not a TIFF structure (no II/MM byte-order mark)")
-    bo = "<" if head[:2] == b"II" else ">"
-    magic, first = struct.unpack(bo + "HI", head[2:8])
-    if magic not in _TIFF_MAGICS:
-        raise TiffFormatError(f"not a TIFF structure (magic {magic})")
-    data = TiffData(bo, [])
-    reader = _Reader(fh, size, bo, data.notes, codes)
-    offset = first
-    while offset and len(data.ifds) < (_MAX_CHAIN if chain else 1):
-        try:
-            ifd, offset = reader.ifd(offset, 0, follow)
-        except (TiffFormatError, struct.error) as exc:
-            if not data.ifds:
-                raise TiffFormatError(str(exc)) from None
-            data.notes.append(f"IFD chain cut short: {exc}")
-            break
-        data.ifds.append(ifd)
-    if not data.ifds:
-        raise TiffFormatError("no IFD")
-    return data
-
-
-def read_tiff_ifds(path: str | os.PathLike[str] | bytes, *, follow: bool = True, chain: bool = True,
-                   codes: Collection[int] | None = None) -> TiffData:
-    """Parse the IFD tree of a classic TIFF (file path or in-memory bytes), tags only.
-
-    Pixel data is never read. ``follow`` parses Exif, GPS, Interop and SubIFD pointers into
-    sub-IFDs; ``chain=False`` stops after IFD0; ``codes`` reads only those tags (the others'
-    values are not even loaded). Raises TiffFormatError for what is not a TIFF, OSError for I/O.
-    """
-    options = {"follow": follow, "chain": chain, "codes": None if codes is None else frozenset(codes)}
-    if isinstance(path, (bytes, bytearray)):
-        return _read_tiff_stream(io.BytesIO(path), len(path), **options)
-    with open(path, "rb") as fh:
-        return _read_tiff_stream(fh, os.fstat(fh.fileno()).st_size, **options)
-
-
-# ----------------------------------------------------------------------------------- TIFF writing
-
-
-def image_tags(image: np.ndarray, photometric: int, *, rows_per_strip: int | None = None) -> list[Tag]:
-    """The layout tags of an uncompressed full-resolution image (NewSubFileType 0, strips).
-
-    ``image``: HxW or HxWxS array (uint8/uint16/uint32, or float32 with SampleFormat 3).
-    Strips of about 256 KiB unless ``rows_per_strip`` says otherwise.
-    """
-    height, width = image.shape[:2]
-    samples = 1 if image.ndim == 2 else image.shape[2]
-    bits = image.dtype.itemsize * 8
-    row_bytes = width * samples * image.dtype.itemsize
-    rows = rows_per_strip or max(1, min(height, (256 * 1024) // max(row_bytes, 1)))
-    tags = [Tag.long(NEW_SUBFILE_TYPE, 0), Tag.long(IMAGE_WIDTH, width), Tag.long(IMAGE_LENGTH, height),
-            Tag.short(BITS_PER_SAMPLE, *([bits] * samples)), Tag.short(COMPRESSION, 1),
-            Tag.short(PHOTOMETRIC, photometric), Tag.short(SAMPLES_PER_PIXEL, samples),
-            Tag.long(ROWS_PER_STRIP, rows), Tag.short(PLANAR_CONFIG, 1)]
-    if image.dtype.kind == "f":
-        tags.append(Tag.short(339, *([3] * samples)))  # SampleFormat: IEEE float
-    elif image.dtype.kind != "u":
-        raise ValueError(f"image dtype {image.dtype} is not unsigned or float")
-    return tags
-
-
-class _Builder:
-    """Lays out IFDs and their values in one buffer; pixel strips go after it, contiguous."""
-
-    def __init__(self, byte_order: str) -> None:
-        self.bo = byte_order
-        self.buf = bytearray(b"II*\0" if byte_order == "<" else b"MM\0*") + bytes(4)
-        self.images: list[tuple[int, np.ndarray, list[int]]] = []  # (StripOffsets value at, pixels, sizes)
-
-    def align(self) -> None:
-        if len(self.buf) % 2:
-            self.buf.append(0)
-
-    def encode(self, tag: Tag) -> bytes:
-        if tag.is_pointer:
-            return bytes(4 * tag.count)
-        if tag.type in _BYTES_TYPES:
-            return bytes(tag.value)
-        flat = [v for pair in tag.value for v in pair] if tag.type in _RATIONAL_TYPES else tag.value
-        return struct.pack(f"{self.bo}{len(flat)}{_STRUCT[tag.type]}", *flat)
-
-    def emit(self, ifd: Ifd) -> int:
-        tags = dict(ifd.tags)
-        strip_sizes: list[int] = []
-        if ifd.image is not None:
-            image = ifd.image
-            row_bytes = image.nbytes // max(image.shape[0], 1)
-            rows_tag = tags.get(ROWS_PER_STRIP)
-            rows = int(rows_tag.value[0]) if rows_tag else image.shape[0]
-            strip_sizes = [row_bytes * min(rows, image.shape[0] - r) for r in range(0, image.shape[0], rows)]
-            tags[STRIP_OFFSETS] = Tag.long(STRIP_OFFSETS, *([0] * len(strip_sizes)))
-            tags[STRIP_BYTE_COUNTS] = Tag.long(STRIP_BYTE_COUNTS, *strip_sizes)
-        entries = [tags[c] for c in sorted(tags)]
-        self.align()
-        start = len(self.buf)
-        self.buf += bytes(2 + 12 * len(entries) + 4)
-        struct.pack_into(self.bo + "H", self.buf, start, len(entries))
-        pointers: list[tuple[int, tuple[Ifd, ...]]] = []
-        strip_at = -1
-        for i, tag in enumerate(entries):
-            pos = start + 2 + 12 * i
-            raw = self.encode(tag)
-            struct.pack_into(self.bo + "HHI", self.buf, pos, tag.code, int(tag.type), tag.count)
-            if len(raw) <= 4:
-                self.buf[pos + 8:pos + 8 + len(raw)] = raw
-                value_at = pos + 8
-            else:
-                self.align()
-                value_at = len(self.buf)
-                self.buf += raw
-                struct.pack_into(self.bo + "I", self.buf, pos + 8, value_at)
-            if tag.is_pointer:
-                pointers.append((value_at, tag.value))
-            if tag.code == STRIP_OFFSETS and ifd.image is not None:
-                strip_at = value_at
-        for value_at, subs in pointers:
-            for k, sub in enumerate(subs):
-                struct.pack_into(self.bo + "I", self.buf, value_at + 4 * k, self.emit(sub))
-        if ifd.image is not None:
-            self.images.append((strip_at, ifd.image, strip_sizes))
-        return start
-
-    def build(self, ifds: Sequence[Ifd]) -> None:
-        previous_next = 4  # the header's first-IFD offset
-        for ifd in ifds:
-            start = self.emit(ifd)
-            struct.pack_into(self.bo + "I", self.buf, previous_next, start)
-            (n,) = struct.unpack_from(self.bo + "H", self.buf, start)
-            previous_next = start + 2 + 12 * n
-        self.align()
-        offset = len(self.buf)
-        for strip_at, image, sizes in self.images:
-            for k, size in enumerate(sizes):
-                struct.pack_into(self.bo + "I", self.buf, strip_at + 4 * k, offset)
-                offset += size
-            offset += offset % 2
-        if offset > 0xFFFFFFFF:
-            raise ValueError(f"{offset} bytes is over the 4 GiB limit of classic TIFF")
-
-    def write(self, fh: BinaryIO) -> None:
-        fh.write(self.buf)
-        for _, image, _ in self.images:
-            data = np.ascontiguousarray(image, dtype=image.dtype.newbyteorder(self.bo))
-            fh.write(memoryview(data).cast("B"))
-            if data.nbytes % 2:
-                fh.write(b"\0")
-
-
-def write_tiff_ifds(path: str | os.PathLike[str] | BinaryIO, ifds: Sequence[Ifd], byte_order: str = "<") -> None:
-    """Write a classic TIFF: ``ifds`` chained from IFD0, pointer tags laid out as sub-IFDs.
-
-    Entries are sorted, values and IFDs word-aligned, pixels written after all metadata as
-    contiguous strips. ``byte_order``: ``"<"`` (II) or ``">"`` (MM). Not atomic by itself: pass the
-    temp path of :func:`n2ncli.fsutil.atomic_path` (or an open binary file).
-    """
-    if byte_order not in ("<", ">"):
-        raise ValueError(f"byte order {byte_order!r} is not '<' or '>'")
-    builder = _Builder(byte_order)
-    builder.build(ifds)
-    if hasattr(path, "write"):
-        builder.write(path)  # type: ignore[arg-type]
-        return
-    with open(path, "wb") as fh:
-        builder.write(fh)
 
 
 # ------------------------------------------------------------------------------------ DNG policy
@@ -678,17 +226,7 @@ def _first(ifd: Ifd, code: int, default: int | None = None) -> int | None:
 
 def _copy_exif(exif: Ifd, notes: list[str]) -> dict[int, Tag]:
     """All Exif tags as stored (MakerNote as bytes), the Interop IFD re-laid, other offsets dropped."""
-    tags: dict[int, Tag] = {}
-    for code, tag in exif.tags.items():
-        if code == INTEROP_IFD:
-            if tag.is_pointer:
-                tags[code] = tag
-            continue
-        if tag.type == TagType.IFD or tag.is_pointer:
-            notes.append(f"Exif tag {code} dropped: an IFD offset")
-            continue
-        tags[code] = tag
-    return tags
+    return portable_tags(exif, notes, keep=(INTEROP_IFD,), label="Exif tag")
 
 
 def _rawpy_meta(source: Path, raw: rawpy.RawPy, tiff: TiffData | None, mosaic: np.ndarray) -> _Meta:
@@ -791,7 +329,7 @@ def _matrix_from_file(tiff: TiffData | None, rows: list[int]) -> np.ndarray:
     def walk(ifds: Iterable[Ifd]) -> None:
         for ifd in ifds:
             tag = ifd.get(_KODAK_RGB_CAM)
-            if tag is not None and tag.type in _RATIONAL_TYPES | {TagType.FLOAT, TagType.DOUBLE} and tag.count == 12:
+            if tag is not None and tag.type in (TagType.RATIONAL, TagType.SRATIONAL, TagType.FLOAT, TagType.DOUBLE) and tag.count == 12:
                 found.append(np.array(tag.numbers(), dtype=np.float64).reshape(3, 4)[:, 1:])
             walk(ifd.sub_ifds(SUB_IFDS))
 
@@ -991,6 +529,7 @@ def _thumbnail_camera_tags(raw: rawpy.RawPy) -> CameraTags | None:
 # OwnerName, ShotInfo (Canon's int16 exposure record), TimeStamp.
 _CIFF_MAKE_MODEL, _CIFF_OWNER, _CIFF_SHOT_INFO, _CIFF_TIME_STAMP = 0x080A, 0x0810, 0x102A, 0x180E
 _CIFF_WANTED = frozenset({_CIFF_MAKE_MODEL, _CIFF_OWNER, _CIFF_SHOT_INFO, _CIFF_TIME_STAMP})
+_CIFF_MAX_ENTRIES, _CIFF_MAX_DEPTH = 4096, 6  # a CRW's heaps hold tens of entries, nested 3 deep
 
 
 def _read_ciff(source: Path) -> tuple[str, dict[int, bytes], list[str]] | None:
@@ -1007,19 +546,18 @@ def _read_ciff(source: Path) -> tuple[str, dict[int, bytes], list[str]] | None:
         bo = "<" if head[:2] == b"II" else ">"
         size = os.fstat(fh.fileno()).st_size
         notes: list[str] = []
-        reader = _Reader(fh, size, bo, notes, None)
         records: dict[int, bytes] = {}
         seen: set[int] = set()
 
         def heap(start: int, length: int, depth: int) -> None:
-            if start in seen or depth > _MAX_DEPTH:
+            if start in seen or depth > _CIFF_MAX_DEPTH:
                 raise TiffFormatError(f"CIFF heap at {start} loops or nests too deep")
             seen.add(start)
-            (table,) = struct.unpack(bo + "I", reader.read(start + length - 4, 4))
-            (count,) = struct.unpack(bo + "H", reader.read(start + table, 2))
-            if count > _MAX_ENTRIES:
+            (table,) = struct.unpack(bo + "I", read_at(fh, size, start + length - 4, 4))
+            (count,) = struct.unpack(bo + "H", read_at(fh, size, start + table, 2))
+            if count > _CIFF_MAX_ENTRIES:
                 raise TiffFormatError(f"CIFF heap at {start} claims {count} entries")
-            entries = reader.read(start + table + 2, 10 * count)
+            entries = read_at(fh, size, start + table + 2, 10 * count)
             for i in range(count):
                 tag, n, offset = struct.unpack_from(bo + "HII", entries, 10 * i)
                 code, storage = tag & 0x3FFF, tag >> 14
@@ -1028,7 +566,7 @@ def _read_ciff(source: Path) -> tuple[str, dict[int, bytes], list[str]] | None:
                 elif storage == 0 and (tag >> 8) & 0x38 in (0x28, 0x30):
                     heap(start + offset, n, depth + 1)
                 elif storage == 0 and code in _CIFF_WANTED:
-                    records.setdefault(code, reader.read(start + offset, n))
+                    records.setdefault(code, read_at(fh, size, start + offset, n))
 
         (first,) = struct.unpack(bo + "I", head[2:6])
         try:
@@ -1225,8 +763,7 @@ def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os
     if mosaic.ndim != 2 or mosaic.dtype != np.uint16:
         raise ImageWriteError(f"{path}: the mosaic must be a 2-D uint16 array, not {mosaic.dtype} {mosaic.shape}")
     meta = _source_meta(source, mosaic)
-    ifd0 = Ifd().add(*image_tags(mosaic, PHOTOMETRIC_CFA))
-    ifd0.image = mosaic
+    ifd0 = Ifd(image=mosaic).add(*image_tags(mosaic, PHOTOMETRIC_CFA))
     ifd0.add(*meta.ifd0.values())
     ifd0.add(Tag.ascii(SOFTWARE, software),
              # 16 bytes that identify this raw data (DNG asks for a value unlikely to repeat)
@@ -1275,7 +812,4 @@ def _source_meta(source: Path, mosaic: np.ndarray) -> _Meta:
         raise ImageReadError(f"{source}: LibRaw cannot read it ({type(exc).__name__}: {exc})") from None
 
 
-__all__ = [
-    "CameraTags", "Ifd", "Tag", "TagType", "TiffData", "TiffFormatError", "image_tags", "read_camera_tags",
-    "read_processing_record", "read_tiff_ifds", "write_dng", "write_tiff_ifds",
-]
+__all__ = ["CameraTags", "read_camera_tags", "read_processing_record", "write_dng"]

@@ -3,8 +3,8 @@ profile intact.
 
 Pixels travel as ``HxWxC`` arrays of native values (``uint8``, ``uint16``, or ``float32`` for
 float TIFF; C = 1 or 3), already turned upright by their EXIF orientation. 16-bit PNG goes
-through imagecodecs (Pillow would cut it to 8 bits), TIFF through tifffile, JPEG, WebP and AVIF
-through Pillow, HEIF through pillow-heif (imported, and its Pillow opener registered, only when a
+through imagecodecs (Pillow would cut it to 8 bits), TIFF is read by tifffile and written by
+:mod:`n2ncli.io.tiff` (which nests the Exif and GPS IFDs), JPEG, WebP and AVIF through Pillow, HEIF through pillow-heif (imported, and its Pillow opener registered, only when a
 HEIF file is read or written). EXIF is always passed around in Pillow's form: the bytes
 ``b"Exif\\0\\0"`` followed by a TIFF-structured block (what ``Image.Exif.tobytes()`` returns and
 what a JPEG's APP1 segment holds); writers also accept the block without that header.
@@ -36,6 +36,11 @@ from PIL.TiffImagePlugin import IFDRational
 
 from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError
 from n2ncli.fsutil import atomic_path
+from n2ncli.io.tiff import (
+    COMPRESSION_DEFLATE, GPS_IFD, ICC_PROFILE, INTEROP_IFD, NEW_SUBFILE_TYPE, PLANAR_CONFIG, RESOLUTION_UNIT,
+    X_RESOLUTION, Y_RESOLUTION, Ifd, Tag, TagType, TiffFormatError, deflate, deflate_predictor, image_tags,
+    portable_tags, read_tiff_ifds, write_tiff_ifds,
+)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({
     ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".heic", ".heif", ".hif", ".avif", ".webp"
@@ -61,14 +66,13 @@ _ORIENTATION_TAG = 0x0112
 _EXIF_IFD_TAG = 0x8769
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_ICC_TAG = 34675
-# Descriptive IFD0 tags a TIFF can carry directly (tifffile cannot write an EXIF sub-IFD).
-# Make, Model, Software, DateTime, Artist, Copyright.
+# Descriptive IFD0 tags a TIFF carries beside its Exif and GPS sub-IFDs: Make, Model, Software,
+# DateTime, Artist, Copyright.
 _TIFF_TEXT_TAGS = (271, 272, 305, 306, 315, 33432)
 #: Exif tags stored as (S)RATIONAL, which tifffile hands over as flat (numerator, denominator) tuples:
 #: exposure time, f-number, shutter/aperture/brightness/bias/max aperture values, subject distance,
 #: focal length, lens specification.
 _EXIF_RATIONALS = frozenset({33434, 33437, 37377, 37378, 37379, 37380, 37381, 37382, 37386, 42034})
-_SUB_IFD_TAGS = (0x8769, 0x8825)  # Exif, GPS: appended after tifffile's output (_append_sub_ifd)
 _MAXVAL = {8: 255, 16: 65535}
 #: ``bit_depth`` of float images: their pixels are float32 (float16 and float64 TIFFs included).
 FLOAT_DEPTH = 32
@@ -784,69 +788,43 @@ def _encode_heif(pixels: np.ndarray, exif: bytes | None, icc: bytes | None, opti
 
 
 def _encode_tiff(pixels: np.ndarray, exif: bytes | None, icc: bytes | None, _options: _Options) -> bytes:
-    """8/16-bit integer or float32 TIFF (deflate with the horizontal or floating-point predictor)."""
-    extratags = []
-    sub_ifds: dict[int, dict] = {}
-    if exif:
-        parsed = Image.Exif()
-        with _pywarnings.catch_warnings():
-            _pywarnings.simplefilter("ignore")
-            parsed.load(_with_exif_header(exif))
-            for code in _SUB_IFD_TAGS:
-                with contextlib.suppress(Exception):  # a damaged sub-IFD is left out, not fatal
-                    if entries := dict(parsed.get_ifd(code)):
-                        sub_ifds[code] = entries
-        for code in _TIFF_TEXT_TAGS:
-            value = parsed.get(code)
-            if isinstance(value, str) and value.isascii():
-                extratags.append((code, "s", 0, value, True))
-        # tifffile refuses to write pointer tags: a placeholder one code below each (same sorted
-        # place in IFD0) is renamed and pointed at the sub-IFD appended below
-        extratags += [(code - 1, "I", 1, 0, True) for code in sub_ifds]
-    grey = pixels.shape[2] == 1
-    buffer = io.BytesIO()
-    tifffile.imwrite(
-        buffer,
-        pixels[..., 0] if grey else pixels,
-        photometric="minisblack" if grey else "rgb",
-        compression="zlib",
-        predictor=True,
-        iccprofile=icc or None,
-        extratags=extratags,
-        software=False,
-        datetime=None,
-        metadata=None,
-    )
-    data = bytearray(buffer.getvalue())
-    for code, entries in sub_ifds.items():
-        _append_sub_ifd(data, code, entries)
-    return bytes(data)
+    """8/16-bit integer or float32 TIFF: deflate strips with the horizontal or floating-point
+    predictor, the ICC profile, and the EXIF block's IFD0 text tags and Exif and GPS sub-IFDs.
 
-
-def _append_sub_ifd(data: bytearray, code: int, entries: dict) -> None:
-    """Append ``entries`` as an IFD at the end of the little-endian TIFF in ``data``, and turn
-    IFD0's placeholder entry ``code - 1`` (a LONG 0 from tifffile) into ``code`` pointing at it.
-
-    tifffile cannot write nested IFDs; Pillow serialises one for a given file offset.
+    Written by io/tiff (tifffile cannot nest IFDs) with tifffile's tags, strips and 16-byte data
+    alignment, so a TIFF without EXIF is byte for byte what n2ncli wrote through tifffile.
     """
-    from PIL.TiffImagePlugin import ImageFileDirectory_v2
+    grey = pixels.shape[2] == 1
+    layout = image_tags(pixels, 1 if grey else 2, compression=COMPRESSION_DEFLATE, predictor=deflate_predictor(pixels))
+    ifd = Ifd(image=pixels, encode=deflate(pixels)).add(
+        *(t for t in layout if t.code != NEW_SUBFILE_TYPE and not (grey and t.code == PLANAR_CONFIG)),
+        Tag.rational(X_RESOLUTION, (1, 1)), Tag.rational(Y_RESOLUTION, (1, 1)), Tag.short(RESOLUTION_UNIT, 1))
+    if icc:
+        ifd.add(Tag.undefined(ICC_PROFILE, icc))
+    if exif:
+        ifd.add(*_tiff_exif_tags(exif))
+    buffer = io.BytesIO()
+    write_tiff_ifds(buffer, [ifd], "<", data_align=16)
+    return buffer.getvalue()
 
-    (ifd0,) = struct.unpack_from("<I", data, 4)
-    (count,) = struct.unpack_from("<H", data, ifd0)
-    for i in range(count):
-        entry = ifd0 + 2 + 12 * i
-        if struct.unpack_from("<H", data, entry)[0] == code - 1:
-            break
-    else:
-        return
-    if len(data) % 2:
-        data.append(0)
-    ifd = ImageFileDirectory_v2(ifh=b"II\x2a\x00\x08\x00\x00\x00")
-    for tag, value in entries.items():
-        ifd[tag] = value
-    start = len(data)
-    data += ifd.tobytes(start)
-    struct.pack_into("<HHII", data, entry, code, 4, 1, start)  # LONG, count 1
+
+def _tiff_exif_tags(exif: bytes) -> list[Tag]:
+    """The IFD0 text tags (ASCII only) and the Exif (with Interop) and GPS sub-IFDs of an EXIF
+    block, types and values as stored. A block the reader cannot follow gives none (metadata is
+    optional), a damaged sub-IFD is left out."""
+    block = exif[len(_EXIF_HEADER):] if exif.startswith(_EXIF_HEADER) else exif
+    try:
+        ifd0 = read_tiff_ifds(block, chain=False).ifds[0]
+    except TiffFormatError:
+        return []
+    tags = [Tag.ascii(code, tag.value) for code in _TIFF_TEXT_TAGS
+            if (tag := ifd0.get(code)) is not None and tag.type == TagType.ASCII and tag.value.isascii()]
+    notes: list[str] = []  # the IFD offsets a copy drops: nothing a user could act on
+    for code, keep in ((_EXIF_IFD_TAG, (INTEROP_IFD,)), (GPS_IFD, ())):
+        found = ifd0.sub_ifds(code)
+        if found and (entries := portable_tags(found[0], notes, keep=keep)):
+            tags.append(Tag.ifds(code, Ifd(entries)))
+    return tags
 
 
 _ENCODERS: dict[str, Callable[[np.ndarray, bytes | None, bytes | None, _Options], bytes]] = {

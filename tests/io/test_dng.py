@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,11 +16,14 @@ import rawpy
 import tifffile
 
 from n2ncli.errors import ImageReadError, ImageWriteError
-from n2ncli.io import dng
+from n2ncli.io import dng, tiff
 from n2ncli.io.dng import (
-    DNG_VERSION, EXIF_IFD, GPS_IFD, LINEARIZATION_TABLE, MAKER_NOTE, NOISE_PROFILE,
-    NOISE_REDUCTION_APPLIED, OPCODE_LIST_1, OPCODE_LIST_2, OPCODE_LIST_3, ORIENTATION, SUB_IFDS, XMP, Ifd,
-    Tag, TagType, TiffFormatError, read_processing_record, read_tiff_ifds, write_dng, write_tiff_ifds,
+    DNG_VERSION, LINEARIZATION_TABLE, MAKER_NOTE, NOISE_PROFILE, NOISE_REDUCTION_APPLIED, OPCODE_LIST_1,
+    OPCODE_LIST_2, OPCODE_LIST_3, read_processing_record, write_dng,
+)
+from n2ncli.io.tiff import (
+    EXIF_IFD, GPS_IFD, ORIENTATION, SUB_IFDS, XMP, Ifd, Tag, TagType, TiffFormatError, read_tiff_ifds,
+    write_tiff_ifds,
 )
 from synthetic_raw import bayer_dng, linear_raw_dng, monochrome_dng, unnamed_camera_dng, xtrans_dng
 
@@ -255,7 +259,7 @@ def test_a_raw_in_subifds_is_found(tmp_path: Path) -> None:
     np.testing.assert_array_equal(facts["raw"], mosaic)
     assert facts["pattern"] == raw_facts(source)["pattern"] == [[3, 2], [0, 1]]
     tags = tags_of(target)
-    assert SUB_IFDS not in tags and tags[254].value == (0,) and tags[dng.MAKE].text() == "n2ncli"
+    assert SUB_IFDS not in tags and tags[254].value == (0,) and tags[tiff.MAKE].text() == "n2ncli"
     assert read_processing_record(target) == {}
 
 
@@ -429,43 +433,40 @@ def test_read_processing_record_tells_ours_from_camera_files(tmp_path: Path, out
         read_processing_record(tmp_path / "missing.dng")
 
 
-# --------------------------------------------------------------------------- the TIFF writer
+# ---------------------------------------------------------------- the writer's bytes, kept
+
+# sha256 of files written before the TIFF layer moved into io/tiff (n2ncli 0.2.0's dng.py): a
+# synthetic source (little-endian; big-endian with the raw in a SubIFD), our DNG of it, and our
+# DNG of the colour chart. Equal hashes: the move changed no byte of an uncompressed DNG.
+GOLDEN = {
+    "le": ("50c91a5af4d0a7486df2514df04ca3cfcb31a3974a612c979d2431cc1e10279f",
+           "985e634d51d09c1d5c94837a32f328ed470775df37b7ca17a6a7ead22a620571"),
+    "be_subifd": ("663a203efeb36da2ba889bb97f963382ac51fe43bd897f3f087244b4fd43677e",
+                  "367ffca8d61fb10ab59139373cf782bcff69daf21ad3fc5e7b99e19c5a847933"),
+    "chart": (None, "0080f52616c8cf2f5446e3c5e5ba5142c63acb2fcebb96fdc0ed3335d62e3c9b"),
+}
 
 
-@pytest.mark.parametrize("byte_order", ["<", ">"])
-def test_tiff_writer_round_trips_every_type_and_nested_ifds(tmp_path: Path, byte_order: str) -> None:
-    interop = Ifd().add(Tag.ascii(1, "R98"))
-    exif = Ifd().add(Tag.rational(33434, (1, 60)), Tag.ifds(40965, interop), Tag.undefined(37500, b"\x00\x01\x02"))
-    image = np.arange(30 * 22, dtype=np.uint16).reshape(30, 22)
-    ifd0 = Ifd(image=image).add(
-        *dng.image_tags(image, 1, rows_per_strip=7), Tag.ascii(305, "x"), Tag.byte(50706, (1, 4, 0, 0)),
-        Tag(1000, TagType.SBYTE, b"\xff\x01"), Tag(1001, TagType.SSHORT, (-3, 4)), Tag(1002, TagType.SLONG, (-70000,)),
-        Tag.srational(1003, -0.25, 1.5), Tag.float32(1004, 0.5, -2.0), Tag.double(1005, 1e-300),
-        Tag.long(1006, 0xFFFFFFFF), Tag.short(1007, *range(100)), Tag.ifds(EXIF_IFD, exif))
-    path = tmp_path / "t.tif"
-    write_tiff_ifds(path, [ifd0, Ifd().add(Tag.ascii(305, "second"))], byte_order)
-    back = read_tiff_ifds(path)
-    assert back.byte_order == byte_order and len(back.ifds) == 2 and not back.notes
-    tags = back.ifds[0].tags
-    for code in (305, 50706, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007):
-        assert tags[code] == ifd0.tags[code], code
-    assert tags[1003].numbers() == (-0.25, 1.5)
-    sub = tags[EXIF_IFD].value[0].tags
-    assert sub[33434].value == ((1, 60),) and sub[37500].value == b"\x00\x01\x02"
-    assert sub[40965].value[0].tags[1].text() == "R98"
-    assert tags[dng.STRIP_BYTE_COUNTS].value == (7 * 44,) * 4 + (2 * 44,)
-    np.testing.assert_array_equal(tifffile.imread(path, key=0), image)
-    offsets = tags[dng.STRIP_OFFSETS].value
-    assert all(o % 2 == 0 for o in offsets) and list(np.diff(offsets)) == [7 * 44] * 4  # contiguous
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_tiff_reader_rejects_what_is_not_tiff(tmp_path: Path) -> None:
-    with pytest.raises(TiffFormatError):
-        read_tiff_ifds(b"GIF89a" + bytes(16))
-    with pytest.raises(TiffFormatError):
-        read_tiff_ifds(b"II*\0" + struct.pack("<I", 4))  # IFD0 points into itself, no room for entries
-    looped = bytearray(b"II*\0\x08\0\0\0") + struct.pack("<HHHII", 1, 305, 2, 2, ord("x")) + struct.pack("<I", 8)
-    assert len(read_tiff_ifds(bytes(looped)).ifds) == 1  # a chain pointing back to IFD0 stops there
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_uncompressed_dngs_are_byte_for_byte_what_the_old_writer_wrote(tmp_path: Path, shared_data: Path,
+                                                                         name: str) -> None:
+    source_sha, dng_sha = GOLDEN[name]
+    if name == "chart":
+        source = shared_data / "raw" / "colorchart.dng"
+        with rawpy.imread(str(source)) as raw:
+            mosaic = raw.raw_image.copy()
+    else:
+        source = tmp_path / "source.dng"
+        layout = {"byte_order": ">", "layout": "subifd", "active_area": (2, 2, 38, 52)} if name == "be_subifd" else {}
+        mosaic = bayer_dng(source, "GRBG", 40, 54, seed=5, **layout)
+        assert sha256(source) == source_sha
+    target = tmp_path / "out.dng"
+    write_dng(target, mosaic, source, software="n2ncli golden", record=None)
+    assert sha256(target) == dng_sha
 
 
 # ------------------------------------------------------------------------------- raw tools
@@ -609,7 +610,7 @@ def test_the_dng_keeps_the_sources_own_tag_values_exactly(outputs: dict, name: s
     not LibRaw's normalised readings."""
     source, target, _ = outputs[name]
     compared = 0
-    for code in (dng.MAKE, dng.MODEL, dng.EXPOSURE_TIME, dng.F_NUMBER, dng.ISO, dng.DATE_TIME_ORIGINAL):
+    for code in (tiff.MAKE, tiff.MODEL, dng.EXPOSURE_TIME, dng.F_NUMBER, dng.ISO, dng.DATE_TIME_ORIGINAL):
         theirs = shot_tag(source, code)
         if theirs is not None:
             assert shot_tag(target, code) == theirs, code
@@ -623,7 +624,7 @@ def test_a_crw_gives_its_ciff_records_not_libraws_normalised_values(camera_dngs:
     Canon:FNumber 2.9218, Canon:ExposureTime 0.1984, printed 1/5)."""
     _, target = camera_dngs["crw"]
     tags = tags_of(target)
-    assert tags[dng.MAKE].text() == "Canon" and tags[dng.MODEL].text() == "Canon PowerShot S40"
+    assert tags[tiff.MAKE].text() == "Canon" and tags[tiff.MODEL].text() == "Canon PowerShot S40"
     assert tags[dng.UNIQUE_CAMERA_MODEL].text() == "Canon PowerShot S40"
     shot = tags[EXIF_IFD].value[0].tags
     assert shot[dng.F_NUMBER].value == ((73, 25),)  # 2.92
@@ -631,7 +632,7 @@ def test_a_crw_gives_its_ciff_records_not_libraws_normalised_values(camera_dngs:
     assert shot[dng.ISO].value == (50,)
     assert shot[dng.DATE_TIME_ORIGINAL].text() == "2021:03:26 21:14:52"
     assert shot[dng.FOCAL_LENGTH].value == ((227, 32),)  # 7.09375 mm: not in the records read, LibRaw's
-    assert dng.SOFTWARE in tags and tags[dng.SOFTWARE].text() == SOFTWARE
+    assert tiff.SOFTWARE in tags and tags[tiff.SOFTWARE].text() == SOFTWARE
 
 
 def test_exiftool_reads_the_crws_own_values_back_from_ours(camera_dngs: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,131 @@ def test_fields_a_raw_stores_as_unknown_stay_out_of_its_developments_exif(chart:
     shot = exif.get_ifd(0x8769)
     assert exif[272] == "Canon EOS Kiss X4"
     assert 33434 not in shot and 33437 not in shot and 34855 not in shot
+
+
+# ----------------------------------------------------------------------- the header probe, one decode, damaged files
+
+def _bytes_read() -> int:
+    """This process's bytes read so far (Linux): a decode reads the whole file, a header a little."""
+    io = Path("/proc/self/io")
+    if not io.is_file():
+        pytest.skip("no /proc/self/io")
+    return next(int(line.split()[1]) for line in io.read_text().splitlines() if line.startswith("rchar"))
+
+
+@pytest.mark.parametrize("name", ["colorchart.dng", "RAW_KODAK_DC50.KDC", "canon_powershot_s40.crw"])
+def test_the_probe_reads_the_header_and_a_read_decodes_once(shared_data: Path, name: str) -> None:
+    from n2ncli.io.raw import probe_raw
+
+    path = shared_data / "raw" / name
+    size = path.stat().st_size
+    start = _bytes_read()
+    probe_raw(path)
+    probed = _bytes_read()
+    read_raw(path)
+    assert probed - start < 0.35 * size  # measured 0.01 (DNG), 0.15 (CRW), 0.32 (the 92 KB KDC)
+    assert 0.9 * size < _bytes_read() - probed < 1.5 * size
+
+
+@pytest.mark.parametrize("maker", ["xtrans_dng", "linear_raw_dng", "monochrome_dng", "cmyg_dng"])
+def test_the_probe_refuses_each_kind_with_the_decodes_own_line(tmp_path: Path, maker: str) -> None:
+    import synthetic_raw
+
+    from n2ncli.io.raw import probe_raw
+
+    path = tmp_path / f"{maker}.dng"
+    getattr(synthetic_raw, maker)(path)
+    with pytest.raises(UnsupportedRawError) as probed:
+        probe_raw(path)
+    with pytest.raises(UnsupportedRawError) as decoded:
+        read_raw(path)
+    assert str(probed.value) == str(decoded.value)
+
+
+def test_without_libraws_c_api_the_decode_still_refuses_x_trans(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C API (ctypes) is only an early answer: where it is missing, the probe passes what it
+    cannot tell and the one decode refuses with the same line."""
+    import synthetic_raw
+
+    from n2ncli.io import raw as raw_module
+
+    path = tmp_path / "x.dng"
+    synthetic_raw.xtrans_dng(path)
+    monkeypatch.setattr(raw_module, "_libraw_c", lambda: None)
+    raw_module.probe_raw(path)
+    with pytest.raises(UnsupportedRawError, match=r"x\.dng: X-Trans sensor"):
+        read_raw(path)
+
+
+def _damaged(source: Path, target: Path, how: str) -> Path:
+    """``source`` cut at a share of its length ("cut0.5") or with 4 KiB inverted there ("flip0.5")."""
+    data = bytearray(source.read_bytes())
+    at = int(len(data) * float(how.removeprefix("cut").removeprefix("flip")))
+    if how.startswith("cut"):
+        del data[max(at, 8):]
+    else:
+        data[at:at + 4096] = bytes(b ^ 0xFF for b in data[at:at + 4096])
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize(("name", "how", "reason"), [
+    ("colorchart.dng", "cut0.001", "truncated raw file (LibRaw: Unexpected end of file)"),
+    ("colorchart.dng", "cut0.5", "truncated raw file (LibRaw: Unexpected end of file)"),
+    ("colorchart.dng", "cut0.999", "truncated raw file (LibRaw: Unexpected end of file)"),
+    ("RAW_KODAK_DC50.KDC", "cut0.5", "truncated raw file (LibRaw: Unexpected end of file)"),
+    ("RAW_KODAK_DC50.KDC", "flip0.5", "truncated or corrupt raw file (LibRawIOError"),
+    ("canon_powershot_s40.crw", "flip0.5", "corrupt raw data (LibRaw: data corrupted at "),
+    ("canon_powershot_s40.crw", "cut0.5", "LibRaw cannot read it: a camera it does not support, or a truncated"),
+    ("kodak_dc120_jpeg.kdc", "cut0.5", "truncated raw file (LibRaw: Premature end of JPEG file)"),
+    ("kodak_dc120_jpeg.kdc", "flip0.5", "corrupt raw data (LibRaw: Corrupt JPEG data"),
+])
+def test_a_damaged_real_raw_is_one_line_and_libraw_prints_nothing(shared_data: Path, tmp_path: Path,
+                                                                 capfd: pytest.CaptureFixture[str], name: str,
+                                                                 how: str, reason: str) -> None:
+    """Truncated or corrupt copies of the real raws: one line naming the file and the reason, at
+    the probe or at the decode, and not one byte of LibRaw's own stderr."""
+    from n2ncli.io.raw import probe_raw
+
+    path = _damaged(shared_data / "raw" / name, tmp_path / f"{how}-{name}", how)
+    with pytest.raises(ImageReadError) as info:
+        probe_raw(path)
+        read_raw(path)
+    line = str(info.value)
+    assert line.startswith(f"{path}: {reason}") and "\n" not in line
+    out, err = capfd.readouterr()
+    assert err == "" and out == ""
+    os.write(2, b"fd 2 is back\n")  # the capture restored the real descriptor
+    assert capfd.readouterr().err == "fd 2 is back\n"
+
+
+def test_what_libraw_says_of_a_file_it_still_decodes_is_a_warning(shared_data: Path, tmp_path: Path,
+                                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    path = _damaged(shared_data / "raw" / "kodak_dc120_jpeg.kdc", tmp_path / "late.kdc", "flip0.8")
+    raw = read_raw(path)
+    assert raw.warnings == ("LibRaw: Corrupt JPEG data: premature end of data segment",)
+    assert capfd.readouterr().err == ""
+
+
+def test_render_of_a_truncated_source_is_one_line(shared_data: Path, tmp_path: Path, chart: Path) -> None:
+    mosaic = read_raw(chart).mosaic
+    path = _damaged(chart, tmp_path / "cut.dng", "cut0.5")
+    with pytest.raises(ImageReadError, match=r"cut\.dng: truncated raw file \(LibRaw: Unexpected end of file\)$"):
+        render(path, mosaic)
+
+
+@pytest.mark.parametrize("name", ["RAW_KODAK_DC50.KDC", "canon_powershot_s40.crw"])
+def test_a_kept_decode_develops_as_the_file_does_without_decoding_again(shared_data: Path, name: str) -> None:
+    from n2ncli.io.raw import rendered_exif
+
+    path = shared_data / "raw" / name
+    raw = read_raw(path, keep_decoded=True)
+    mosaic = raw.with_visible(raw.to_dn(raw.normalised() * 0.9))
+    start = _bytes_read()
+    exif, developed = rendered_exif(raw), render(raw, mosaic)
+    assert _bytes_read() - start < 0.35 * path.stat().st_size  # tags and thumbnail only, no decode
+    assert raw.decoded is not None and raw.decoded.peek() is None  # taken by the development
+    assert exif == rendered_exif(path)
+    assert np.array_equal(developed, render(path, mosaic))
+    assert np.array_equal(render(raw, mosaic), developed)  # once taken, the file is decoded again

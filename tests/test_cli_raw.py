@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -168,3 +171,146 @@ def test_a_folder_run_reports_a_truncated_raw_and_a_symlink_loop_and_writes_the_
     assert any("b.dng" in line for line in errors) and any("loop.dng: symlink loop" in line for line in errors)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.n2n.dng", "c.n2n.dng"]
     assert "wrote 2" in run.err and "failed 2" in run.err
+
+
+def _damaged(source: Path, target: Path, share: float, flip: bool = False) -> Path:
+    """``source`` cut at ``share`` of its length, or with 4 KiB inverted there (``flip``)."""
+    data = bytearray(source.read_bytes())
+    at = int(len(data) * share)
+    if flip:
+        data[at:at + 4096] = bytes(b ^ 0xFF for b in data[at:at + 4096])
+    else:
+        del data[at:]
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize("target", ["out.tiff", "out.dng"])
+def test_a_truncated_real_raw_named_alone_is_one_error_line(n2n: Callable[..., Run], chart: Path, tmp_path: Path,
+                                                            tiny_raw_model: str, target: str) -> None:
+    bad = _damaged(chart, tmp_path / "bad.dng", 0.5)
+    run = n2n("denoise", bad, "-o", tmp_path / target)
+    assert run.code == 1
+    assert error_line(run) == f"error: {bad}: truncated raw file (LibRaw: Unexpected end of file)"
+    assert "internal error" not in run.err and not (tmp_path / target).exists()
+
+
+def test_a_folder_run_writes_the_good_real_raws_and_reports_each_damaged_one(
+        n2n: Callable[..., Run], shared_data: Path, kdc: Path, chart: Path, tmp_path: Path,
+        tiny_raw_model: str) -> None:
+    """Real raws cut short or corrupted, beside good ones: one error line each naming the file and
+    the reason, the good ones written, a summary, exit 1 (docs/usage.md)."""
+    import synthetic_raw
+
+    folder = tmp_path / "card"
+    folder.mkdir()
+    (folder / "good.kdc").write_bytes(kdc.read_bytes())
+    synthetic_raw.bayer_dng(folder / "good.dng", "GRBG", 64, 96)
+    _damaged(chart, folder / "cut.dng", 0.9)
+    _damaged(shared_data / "raw" / "canon_powershot_s40.crw", folder / "flipped.crw", 0.5, flip=True)
+    _damaged(shared_data / "raw" / "kodak_dc120_jpeg.kdc", folder / "short.kdc", 0.5)
+    run = n2n("denoise", folder, "-o", tmp_path / "out", "--format", "tif")
+    assert run.code == 1, run.err
+    assert "Traceback" not in run.err and "internal error" not in run.err
+    errors = sorted(line for line in run.err.splitlines() if line.startswith("error:"))
+    assert errors == [f"error: {folder / 'cut.dng'}: truncated raw file (LibRaw: Unexpected end of file)",
+                      f"error: {folder / 'flipped.crw'}: corrupt raw data (LibRaw: data corrupted at 1261959)",
+                      f"error: {folder / 'short.kdc'}: truncated raw file (LibRaw: Premature end of JPEG file)"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.dng.n2n.tif", "good.kdc.n2n.tif"]
+    assert "wrote 2" in run.err and "failed 3" in run.err
+
+
+def test_a_kind_found_only_by_the_decode_is_skipped_not_failed(n2n: Callable[..., Run], tmp_path: Path,
+                                                               tiny_raw_model: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without LibRaw's C API the header cannot tell X-Trans: the decode refuses it, and the run
+    counts it as skipped exactly as a header refusal (exit 0 in a folder, 1 named alone)."""
+    import synthetic_raw
+    from n2ncli.io import raw as raw_module
+
+    monkeypatch.setattr(raw_module, "_libraw_c", lambda: None)
+    folder = tmp_path / "card"
+    folder.mkdir()
+    synthetic_raw.bayer_dng(folder / "a.dng", "RGGB", 64, 96)
+    synthetic_raw.xtrans_dng(folder / "b.dng")
+    run = n2n("denoise", folder, "-o", tmp_path / "out")
+    assert run.code == 0, run.err
+    text = " ".join(run.err.split())
+    assert f"warning: skipped {folder / 'b.dng'}: X-Trans sensor" in text and "wrote 1, skipped 1 file(s)" in text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.n2n.dng"]
+    alone = n2n("denoise", folder / "b.dng", "-o", tmp_path / "b.tif")
+    assert alone.code == 1 and f"{folder / 'b.dng'}: X-Trans sensor" in error_line(alone)
+
+
+def _n2n_process(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "n2ncli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_raw_refused_by_its_header_is_exactly_one_line_in_a_real_process(kdc: Path, tmp_path: Path) -> None:
+    _damaged(kdc, tmp_path / "cut.kdc", 0.001)
+    proc = _n2n_process("denoise", "cut.kdc", "-o", "out.tif", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["error: cut.kdc: truncated or corrupt raw file (LibRawIOError: Input/output error)"]
+
+
+@pytest.mark.slow
+def test_libraws_own_stderr_stays_off_a_real_processs_stderr(chart: Path, tmp_path: Path) -> None:
+    """LibRaw prints "<file>: Unexpected end of file" to C's stderr while decoding: only our line
+    (after the model's status line) reaches the terminal, no traceback."""
+    _damaged(chart, tmp_path / "cut.dng", 0.5)
+    proc = _n2n_process("denoise", "cut.dng", "-m", "raw-camera", "-o", "out.tif", cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert lines[-1] == "error: cut.dng: truncated raw file (LibRaw: Unexpected end of file)"
+    assert [line for line in lines if "end of file" in line or line.startswith("error")] == lines[-1:]
+    assert "Traceback" not in proc.stderr and len(lines) == 2 and lines[0].startswith("model raw-camera")
+
+
+def test_progress_printed_while_libraw_holds_fd_2_still_reaches_the_terminal(tmp_path: Path) -> None:
+    """fd 2 is one per process: while a reader thread has it in LibRaw's capture, what Python
+    prints on another thread (progress, warnings) goes out on the CLI's own copy of it."""
+    script = """
+import os, sys, threading
+from pathlib import Path
+from n2ncli.cli import _own_stderr
+from n2ncli.io.raw import _libraw_stderr
+held, done, said = threading.Event(), threading.Event(), []
+def libraw():
+    with _libraw_stderr(Path("x.dng"), said):
+        os.write(2, b"x.dng: Unexpected end of file\\n")
+        held.set()
+        done.wait()
+with _own_stderr():
+    reader = threading.Thread(target=libraw)
+    reader.start()
+    held.wait()
+    print("images 1/2", file=sys.stderr)
+    done.set()
+    reader.join()
+print(said, file=sys.stderr)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["images 1/2", "['Unexpected end of file']"]
+
+
+def test_dngs_are_lossless_jpeg_unless_dng_compression_none(n2n: Callable[..., Run], kdc: Path, tmp_path: Path,
+                                                             tiny_raw_model: str) -> None:
+    from n2ncli.io.tiff import COMPRESSION, read_tiff_ifds
+
+    for flags, name, compression in (((), "default.dng", 7), (("--dng-compression", "none"), "plain.dng", 1)):
+        run = n2n("denoise", kdc, "-o", tmp_path / name, *flags)
+        assert run.code == 0, run.err
+        assert read_tiff_ifds(tmp_path / name).ifds[0].tags[COMPRESSION].value == (compression,)
+    with rawpy.imread(str(tmp_path / "default.dng")) as a, rawpy.imread(str(tmp_path / "plain.dng")) as b:
+        np.testing.assert_array_equal(a.raw_image, b.raw_image)
+    assert (tmp_path / "default.dng").stat().st_size < (tmp_path / "plain.dng").stat().st_size
+
+
+def test_an_unknown_dng_compression_is_one_error_line(n2n: Callable[..., Run], kdc: Path, tmp_path: Path) -> None:
+    run = n2n("denoise", kdc, "-o", tmp_path / "out.dng", "--dng-compression", "zip")
+    assert run.code == 1
+    assert error_line(run) == "error: --dng-compression must be lossless or none, got 'zip'"
+    assert not (tmp_path / "out.dng").exists()

@@ -23,6 +23,7 @@ from n2ncli import __version__
 from n2ncli.backends import Predictor
 from n2ncli.denoise import BatchResult, OutputSettings, TileOptions, choose_tile, run_jobs
 from n2ncli.errors import ConfigError, IncompatibleModelError, UnsupportedRawError
+from n2ncli.io.dng import DNG_COMPRESSIONS
 from n2ncli.io.image import image_format
 from n2ncli.jobs import OUTPUT_TAG, Job, JobPlan, check_tag, is_stream, plan_batch, refused_raws
 from n2ncli.pd import PdSelector, parse_pd
@@ -52,6 +53,7 @@ class DenoiseRequest:
     adapt: int = 0
     adapt_minutes: float = 5.0
     quality: int | None = None  # lossy outputs; None: the input's own where it was lossy, else the format's default
+    dng_compression: str = "lossless"  # raws' DNGs: lossless JPEG tiles, or "none"
     name_suffix: str = OUTPUT_TAG  # between stem and extension: IMG_1.n2n.jpg
 
     def __post_init__(self) -> None:
@@ -61,6 +63,8 @@ class DenoiseRequest:
         check_tag(self.name_suffix)
         if self.quality is not None and not 1 <= self.quality <= 100:
             raise ConfigError(f"--quality must be 1..100, got {self.quality}")
+        if self.dng_compression not in DNG_COMPRESSIONS:
+            raise ConfigError(f"--dng-compression must be {' or '.join(DNG_COMPRESSIONS)}, got {self.dng_compression!r}")
         if self.output_format is not None:
             fmt = self.output_format.lower().lstrip(".")
             if fmt != "dng":
@@ -199,6 +203,7 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
     raw = records.get("raw")
     run.writing = OutputSettings(linear=req.linear, software=f"n2ncli {__version__}",
                                  record=None if raw is None else dng_record(raw, req, options), quality=req.quality,
+                                 dng_compression=req.dng_compression,
                                  stream_format=None if req.suffix in (None, ".dng") else image_format(req.suffix))
 
 

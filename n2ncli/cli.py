@@ -164,6 +164,7 @@ def denoise(
     quality: Annotated[Optional[int], typer.Option(metavar="1-100", help="Quality of lossy outputs (JPEG, HEIC, AVIF, WebP). Default: an input of the same format is matched (a camera JPEG keeps about its quality and 4:2:0 chroma), else JPEG 95, WebP 95, AVIF 90, HEIC 70.")] = None,
     suffix: Annotated[str, typer.Option(metavar="TEXT", help="Added to output names between stem and extension (IMG_1.n2n.jpg); folder runs skip inputs named with it.")] = ".n2n",
     linear: Annotated[bool, typer.Option(help="Raw to TIFF/PNG: linear 16-bit instead of sRGB gamma.")] = False,
+    dng_compression: Annotated[str, typer.Option("--dng-compression", metavar="lossless|none", help="Raw to DNG: lossless JPEG tiles (about the size of a camera's compressed raw), or none (uncompressed, 2 bytes a photosite).")] = "lossless",
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (never the inputs).")] = False,
     skip_existing: Annotated[bool, typer.Option(help="Skip inputs whose output exists (continue an interrupted folder run).")] = False,
     self_ensemble: Annotated[bool, typer.Option("--self-ensemble", help="Average the 8 flips/rotations (8x slower, usually a little cleaner).")] = False,
@@ -180,7 +181,8 @@ def denoise(
         inputs=tuple(inputs), output=output, model=model, backend=backend, device=device, precision=precision,
         tile=tile, overlap=overlap, batch=batch, output_format=output_format, linear=linear, overwrite=overwrite,
         skip_existing=skip_existing, self_ensemble=self_ensemble, compile=compile_, pd=pd, adapt=adapt,
-        adapt_minutes=adapt_minutes, quality=quality, name_suffix=suffix)
+        adapt_minutes=adapt_minutes, quality=quality, name_suffix=suffix,
+        dng_compression=dng_compression.strip().lower())
     run = plan_run(request)
     for line in run.failed:
         _error(line)

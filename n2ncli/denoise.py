@@ -262,13 +262,15 @@ def denoise_raw(raw: RawData, predictor: Predictor, options: TileOptions = TileO
 class OutputSettings:
     """How outputs are written: raws' ``linear`` 16-bit renders and the record DNGs carry; the
     ``quality`` of lossy formats (None: the input's own where it was the same lossy format, else
-    the format's default); ``stream_format`` for stdout (None: the input's format)."""
+    the format's default); ``stream_format`` for stdout (None: the input's format);
+    ``dng_compression``, one of ``n2ncli.io.dng.DNG_COMPRESSIONS`` (lossless JPEG or none)."""
 
     linear: bool = False
     software: str = "n2ncli"
     record: dict | None = None
     quality: int | None = None
     stream_format: str | None = None
+    dng_compression: str = "lossless"
 
 
 def output_bit_depth(source_depth: int, fmt: str) -> int:
@@ -315,7 +317,8 @@ def _write(job: Job, data: ImageData | RawData, out: np.ndarray, writing: Output
 
             # a non-DNG source's tags come from LibRaw, which may talk on stderr (and must not)
             with quiet_libraw(data.source) if data.source.suffix.lower() != ".dng" else nullcontext():
-                write_dng(job.target, out, data.source, software=writing.software, record=writing.record or {})
+                write_dng(job.target, out, data.source, software=writing.software, record=writing.record or {},
+                          compression=writing.dng_compression)
             return
         exif = rendered_exif(data)  # before render, which releases the decoded state
         rgb = render(data, out, linear=writing.linear)

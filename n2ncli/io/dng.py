@@ -1,9 +1,9 @@
 """Write a DNG that holds a denoised CFA mosaic, with the source raw's metadata carried over.
 
-The output is one uncompressed 16-bit CFA image in IFD0 (contiguous strips, so dcraw's
-single-offset reader works too), an Exif sub-IFD and, when the source has one, a GPS sub-IFD.
-No preview or thumbnail is written: raw editors render their own, and the source's preview would
-show the noisy original.
+The output is one 16-bit CFA image in IFD0, lossless JPEG tiles by default (Compression 7, what
+Adobe's converter writes; see :func:`_lossless_jpeg`) or uncompressed contiguous strips, an Exif
+sub-IFD and, when the source has one, a GPS sub-IFD. No preview or thumbnail is written: raw
+editors render their own, and the source's preview would show the noisy original.
 
 Values stay in the source's DN scale (same black and white levels), so the source's colour,
 linearity and opcode metadata keep describing the data. Two kinds of source:
@@ -58,10 +58,10 @@ from xml.parsers.expat import ExpatError
 import numpy as np
 
 from n2ncli import __version__
-from n2ncli.errors import ImageReadError, ImageWriteError
+from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError
 from n2ncli.fsutil import atomic_path
 from n2ncli.io.tiff import (
-    ARTIST, BITS_PER_SAMPLE, COPYRIGHT, DATE_TIME, EXIF_IFD, GPS_IFD, IMAGE_LENGTH, IMAGE_WIDTH, INTEROP_IFD, MAKE,
+    ARTIST, BITS_PER_SAMPLE, COMPRESSION_JPEG, COPYRIGHT, DATE_TIME, EXIF_IFD, GPS_IFD, IMAGE_LENGTH, IMAGE_WIDTH, INTEROP_IFD, MAKE,
     MODEL, NEW_SUBFILE_TYPE, ORIENTATION, PHOTOMETRIC, SOFTWARE, SUB_IFDS, XMP, Ifd, Tag, TagType, TiffData,
     TiffFormatError, image_tags, portable_tags, read_at, read_tiff_ifds, write_tiff_ifds,
 )
@@ -70,6 +70,11 @@ if TYPE_CHECKING:
     import rawpy
 
 _log = logging.getLogger(__name__)
+
+#: How the mosaic is stored: lossless JPEG tiles (Compression 7, what Adobe's converter writes;
+#: the default) or uncompressed strips.
+DNG_COMPRESSIONS = ("lossless", "none")
+_TILE = 256
 
 # Tag numbers (TIFF-EP, Exif 2.32, DNG 1.7) of the DNG policy; the structure's are io/tiff's.
 CFA_REPEAT_PATTERN_DIM, CFA_PATTERN = 33421, 33422
@@ -748,22 +753,26 @@ def read_processing_record(path: str | os.PathLike[str]) -> dict | None:
 
 
 def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os.PathLike[str], *,
-              software: str, record: dict | None) -> None:
+              software: str, record: dict | None, compression: str = "lossless") -> None:
     """Write ``mosaic`` as a DNG carrying ``source``'s raw metadata, atomically.
 
     ``mosaic``: HxW uint16, the shape of ``rawpy.imread(source).raw_image`` (whole sensor with
     masked borders), in the source's DN scale. ``software`` becomes the Software tag and
     xmp:CreatorTool; ``record`` (JSON-able) is embedded as XMP for :func:`read_processing_record`,
     and NoiseReductionApplied set; ``None`` marks nothing (the file is not a denoised output).
-    Raises ImageReadError for a source it cannot take the metadata from (not a 2x2 Bayer raw),
-    ImageWriteError for a mosaic that does not fit it or a failed write.
+    ``compression``: one of :data:`DNG_COMPRESSIONS`, ``"lossless"`` (lossless JPEG tiles) or
+    ``"none"`` (uncompressed strips). Raises ConfigError for another compression, ImageReadError
+    for a source it cannot take the metadata from (not a 2x2 Bayer raw), ImageWriteError for a
+    mosaic that does not fit it or a failed write.
     """
     path, source = Path(path), Path(source)
+    if compression not in DNG_COMPRESSIONS:
+        raise ConfigError(f"DNG compression must be one of {', '.join(DNG_COMPRESSIONS)}, got {compression!r}")
     mosaic = np.asarray(mosaic)
     if mosaic.ndim != 2 or mosaic.dtype != np.uint16:
         raise ImageWriteError(f"{path}: the mosaic must be a 2-D uint16 array, not {mosaic.dtype} {mosaic.shape}")
     meta = _source_meta(source, mosaic)
-    ifd0 = Ifd(image=mosaic).add(*image_tags(mosaic, PHOTOMETRIC_CFA))
+    ifd0 = _cfa_ifd(mosaic, compression)
     ifd0.add(*meta.ifd0.values())
     ifd0.add(Tag.ascii(SOFTWARE, software),
              # 16 bytes that identify this raw data (DNG asks for a value unlikely to repeat)
@@ -792,6 +801,42 @@ def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os
         raise ImageWriteError(f"{path}: {exc}") from None
 
 
+def _cfa_ifd(mosaic: np.ndarray, compression: str) -> Ifd:
+    """IFD0 holding the mosaic: lossless JPEG tiles, or uncompressed strips (also for a sensor
+    under 16 pixels wide, narrower than the smallest tile TIFF allows)."""
+    height, width = mosaic.shape
+    if compression == "none" or width < 16:
+        return Ifd(image=mosaic).add(*image_tags(mosaic, PHOTOMETRIC_CFA))
+    # Tiles of at most 256 x 256, as Adobe writes; a multiple of 16 as TIFF asks. Never wider than
+    # the sensor: dcraw and LibRaw wrap a tile's rows at the sensor's width, not the tile's.
+    tile = (min(_TILE, -(-height // 16) * 16), min(_TILE, width // 16 * 16))
+    return Ifd(image=mosaic, encode=_lossless_jpeg).add(
+        *image_tags(mosaic, PHOTOMETRIC_CFA, compression=COMPRESSION_JPEG, tile=tile))
+
+
+def _lossless_jpeg(tile: np.ndarray, byte_order: str) -> bytes:
+    """One CFA tile as lossless JPEG (DNG's Compression 7), its columns paired as 2 components.
+
+    A component then holds one Bayer colour of each row, so JPEG's predictor 1 (the left sample
+    of the same component) predicts every photosite from the nearest one of its own colour
+    (a third smaller than one component on the real raws, docs/raw.md). dcraw and LibRaw copy a
+    tile's samples in stream order, which this keeps; rawspeed (darktable) decodes predictor 1
+    only. libjpeg-turbo's lossless mode, 16-bit precision. The JPEG stream has its own byte
+    order, so ``byte_order`` does not matter.
+    """
+    import imagecodecs
+
+    rows, columns = tile.shape[:2]
+    pairs = np.ascontiguousarray(tile.reshape(rows, columns // 2, 2))
+    try:
+        return bytes(imagecodecs.jpeg8_encode(pairs, lossless=True, predictor=1, bitspersample=16))
+    except Exception as exc:  # imagecodecs' codec errors; write_dng reports ValueError as one line
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"lossless JPEG encoding failed ({text}; imagecodecs {imagecodecs.__version__} needs "
+                         "libjpeg-turbo 3's 16-bit lossless mode); write the DNG uncompressed instead "
+                         "(--dng-compression none)") from None
+
+
 def _source_meta(source: Path, mosaic: np.ndarray) -> _Meta:
     """Gather the metadata to carry from ``source``, translating every failure into ImageReadError."""
     tiff: TiffData | None
@@ -812,4 +857,4 @@ def _source_meta(source: Path, mosaic: np.ndarray) -> _Meta:
         raise ImageReadError(f"{source}: LibRaw cannot read it ({type(exc).__name__}: {exc})") from None
 
 
-__all__ = ["CameraTags", "read_camera_tags", "read_processing_record", "write_dng"]
+__all__ = ["DNG_COMPRESSIONS", "CameraTags", "read_camera_tags", "read_processing_record", "write_dng"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import pytest
 import rawpy
 import tifffile
 
-from n2ncli.errors import ImageReadError, ImageWriteError
+from n2ncli.errors import ConfigError, ImageReadError, ImageWriteError
 from n2ncli.io import dng, tiff
 from n2ncli.io.dng import (
     DNG_VERSION, LINEARIZATION_TABLE, MAKER_NOTE, NOISE_PROFILE, NOISE_REDUCTION_APPLIED, OPCODE_LIST_1,
@@ -168,7 +169,7 @@ def test_unchanged_kodaks_develop_like_their_sources(outputs: dict, camera_dngs:
 
 
 def test_tifffile_reads_the_same_pixels(outputs: dict) -> None:
-    """An independent TIFF reader sees our strips as the mosaic (layout and byte order right)."""
+    """An independent TIFF reader sees our lossless JPEG tiles as the mosaic (layout and byte order right)."""
     _, target, mosaic = outputs["kdc_altered"]  # big-endian, like its source
     with tifffile.TiffFile(target) as tif:
         assert tif.byteorder == ">"
@@ -465,8 +466,128 @@ def test_uncompressed_dngs_are_byte_for_byte_what_the_old_writer_wrote(tmp_path:
         mosaic = bayer_dng(source, "GRBG", 40, 54, seed=5, **layout)
         assert sha256(source) == source_sha
     target = tmp_path / "out.dng"
-    write_dng(target, mosaic, source, software="n2ncli golden", record=None)
+    write_dng(target, mosaic, source, software="n2ncli golden", record=None, compression="none")
     assert sha256(target) == dng_sha
+
+
+# ------------------------------------------------------------------ lossless JPEG compression
+
+# The tags that say how pixels are stored: the only ones a compressed DNG may have of its own.
+LAYOUT = frozenset({tiff.COMPRESSION, tiff.ROWS_PER_STRIP, tiff.STRIP_OFFSETS, tiff.STRIP_BYTE_COUNTS, tiff.TILE_WIDTH,
+                    tiff.TILE_LENGTH, tiff.TILE_OFFSETS, tiff.TILE_BYTE_COUNTS})
+REAL_RAWS = {"chart": "colorchart.dng", "kdc": "RAW_KODAK_DC50.KDC", "crw": "canon_powershot_s40.crw",
+             "dc120": "kodak_dc120_jpeg.kdc"}
+
+
+@pytest.fixture(scope="module")
+def both_ways(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path, np.ndarray]]:
+    """name -> (compressed DNG, uncompressed DNG, the mosaic) of every real raw's unchanged mosaic."""
+    folder = tmp_path_factory.mktemp("compression")
+    out = {}
+    for name, file in REAL_RAWS.items():
+        source = shared_data / "raw" / file
+        if not source.is_file():
+            pytest.skip(f"raw sample not found at {source}")
+        with rawpy.imread(str(source)) as raw:
+            mosaic = raw.raw_image.copy()
+        paths = folder / f"{name}.dng", folder / f"{name}.none.dng"
+        for path, compression in zip(paths, ("lossless", "none")):
+            write_dng(path, mosaic, source, software=SOFTWARE, record=None, compression=compression)
+        out[name] = (*paths, mosaic)
+    return out
+
+
+@pytest.mark.parametrize("name", list(REAL_RAWS))
+def test_lossless_dngs_hold_the_mosaic_bit_exact_in_tiles(both_ways: dict, name: str) -> None:
+    compressed, plain, mosaic = both_ways[name]
+    for path in (compressed, plain):
+        with rawpy.imread(str(path)) as raw:
+            np.testing.assert_array_equal(raw.raw_image, mosaic)
+    tags = tags_of(compressed)
+    assert tags[tiff.COMPRESSION].value == (7,) and tags[tiff.TILE_WIDTH].value == (256,)
+    assert tiff.STRIP_OFFSETS not in tags and tags_of(plain)[tiff.COMPRESSION].value == (1,)
+    assert compressed.stat().st_size < 0.7 * plain.stat().st_size
+    theirs = tags_of(plain)
+    for ours_, theirs_ in ((tags, theirs), (tags[EXIF_IFD].value[0].tags, theirs[EXIF_IFD].value[0].tags)):
+        kept = {c for c in ours_.keys() | theirs_.keys() if c not in LAYOUT and c != EXIF_IFD}
+        assert {c: ours_.get(c) for c in kept} == {c: theirs_.get(c) for c in kept}  # only the layout differs
+
+
+@pytest.mark.parametrize("name", list(REAL_RAWS))
+def test_dcraw_decodes_the_same_mosaic_from_both(both_ways: dict, name: str) -> None:
+    """``dcraw -D``: the raw values of the visible area, unscaled."""
+    dcraw = raw_tool("dcraw")
+    decoded = []
+    for path in both_ways[name][:2]:
+        run = subprocess.run([dcraw, "-D", "-4", "-T", "-c", str(path)], capture_output=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        decoded.append(tifffile.imread(io.BytesIO(run.stdout)))
+    assert decoded[0].dtype == np.uint16
+    np.testing.assert_array_equal(*decoded)
+
+
+@pytest.mark.parametrize("name", list(REAL_RAWS))
+def test_dcraw_emu_decodes_the_same_mosaic_from_both(both_ways: dict, tmp_path: Path, name: str) -> None:
+    """LibRaw's own tool, without demosaicing (-disinterp) and in camera colours (-o 0)."""
+    dcraw_emu = raw_tool("dcraw_emu")
+    decoded = []
+    for path in both_ways[name][:2]:
+        out = tmp_path / f"{path.stem}.tiff"
+        run = subprocess.run([dcraw_emu, "-T", "-4", "-disinterp", "-o", "0", "-Z", str(out), str(path)],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        decoded.append(tifffile.imread(out))
+    np.testing.assert_array_equal(*decoded)
+
+
+@pytest.mark.parametrize("name", list(REAL_RAWS))
+def test_rawspeed_decodes_the_same_mosaic_from_both(both_ways: dict, name: str) -> None:
+    """darktable's decoder (rawspeed, through darktable-rs-identify): the same sums of the
+    decoded mosaic. darktable-cli's developments are compared elsewhere: on the DC120 darktable
+    itself varies by a level in a few pixels from run to run, whichever file it reads."""
+    identify = raw_tool("darktable-rs-identify")
+    reports = []
+    for path in both_ways[name][:2]:
+        run = subprocess.run([identify, str(path)], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        reports.append([line for line in run.stdout.splitlines() if line.startswith(("Image ", "dim", "whitePoint"))])
+    assert len(reports[0]) >= 5 and reports[0] == reports[1]
+
+
+@pytest.mark.parametrize("name", ["chart", "kdc"])
+def test_rawtherapee_develops_both_alike(both_ways: dict, tmp_path: Path, name: str) -> None:
+    rt = raw_tool("rawtherapee-cli")
+    developed = []
+    for path in both_ways[name][:2]:
+        out = tmp_path / f"{path.stem}.tif"
+        run = subprocess.run([rt, "-o", str(out), "-t", "-c", str(path)], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0 and out.is_file(), run.stdout + run.stderr
+        developed.append(tifffile.imread(out))
+    np.testing.assert_array_equal(*developed)
+
+
+@pytest.mark.parametrize(("height", "width", "active_area"), [(41, 57, (2, 4, 40, 56)), (300, 530, None), (30, 26, None)],
+                         ids=["small", "ragged-tiles", "narrow"])
+def test_lossless_tiles_of_any_size_read_back(tmp_path: Path, height: int, width: int, active_area: tuple | None) -> None:
+    """Edge tiles padded to the tile's size: 256, or the sensor's width rounded down to 16 (26 px
+    wide: tiles of 16, the second one 10 px and padding)."""
+    source = tmp_path / "source.dng"
+    mosaic = bayer_dng(source, "GBRG", height, width, seed=9, active_area=active_area)
+    target = tmp_path / "out.dng"
+    write_dng(target, mosaic, source, software=SOFTWARE, record=RECORD)
+    tags = tags_of(target)
+    assert tags[tiff.TILE_WIDTH].value[0] <= width and tags[tiff.TILE_WIDTH].value[0] % 16 == 0
+    np.testing.assert_array_equal(raw_facts(target)["raw"], mosaic)
+    with tifffile.TiffFile(target) as tif:
+        np.testing.assert_array_equal(tif.pages[0].asarray(), mosaic)
+
+
+def test_an_unknown_compression_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "source.dng"
+    mosaic = bayer_dng(source)
+    with pytest.raises(ConfigError, match="DNG compression must be one of lossless, none, got 'zip'"):
+        write_dng(tmp_path / "out.dng", mosaic, source, software=SOFTWARE, record=None, compression="zip")
+    assert not (tmp_path / "out.dng").exists()
 
 
 # ------------------------------------------------------------------------------- raw tools

@@ -109,8 +109,8 @@ def _existing(path: str | os.PathLike[str]) -> Path:
 # ------------------------------------------------------------------ LibRaw's stderr and its errors
 
 #: fd 2 is one per process: one LibRaw call at a time redirects it, so two captures never nest
-#: and never restore each other's descriptor. This also serialises LibRaw work across reader and
-#: writer threads; the network, on the main thread, never waits for it.
+#: and never restore each other's descriptor. This serialises LibRaw work across reader and
+#: writer threads (a decode waits for another file's development); the network runs meanwhile.
 _FD2_LOCK = threading.Lock()
 _SHOWN_LINES = 3  # of what LibRaw said, in one error line
 
@@ -121,8 +121,9 @@ def _libraw_stderr(path: Path, said: list[str]) -> Iterator[None]:
     ("<file>: Unexpected end of file", "Premature end of JPEG file") land in ``said``, without
     the file name and repeats, even when the body raises.
 
-    Python's own stderr does not move: the CLI gives it its own descriptor (``n2ncli.cli``), so
-    progress drawn by other threads meanwhile still reaches the terminal.
+    The CLI gives Python's stderr a descriptor of its own (``n2ncli.cli``), so progress drawn
+    by other threads meanwhile still reaches the terminal; elsewhere, what is written to fd 2
+    during the call (by any thread) lands in ``said`` too.
     """
     with _FD2_LOCK:
         try:
@@ -241,7 +242,9 @@ def _failure(path: Path, exc: Exception, said: list[str], doing: str) -> ImageRe
 _NO_DATAERR_CALLBACK = 2
 #: ``libraw_COLOR``'s answer where the file has no colour filter array (filters == 0).
 _NO_CFA = 6
-_CELLS = 16  # the largest pattern LibRaw knows (Leaf's 16x16); X-Trans is 6x6, Bayer 2x2 (or 4x4)
+#: Colours read per side: two periods of X-Trans's 6x6, and more than LibRaw's Bayer word repeats
+#: (8 rows of 2 columns), so a 2x2 pattern found in them holds everywhere.
+_CELLS = 12
 
 
 def _libraw_files() -> list[Path]:
@@ -283,8 +286,9 @@ def _libraw_c():  # noqa: ANN202 - a ctypes.CDLL, or None
 
 
 def _header_pattern_size(path: Path) -> int | None:
-    """Side of the file's smallest repeating colour cell from LibRaw's header (0: no colour filter
-    array), or None when LibRaw's C API is not at hand."""
+    """The file's colour pattern from LibRaw's header, where it is certain: 0 (no colour filter
+    array), 2 (Bayer) or 6 (X-Trans); None for anything else (Leaf's 16x16, Fujifilm's rotated
+    SuperCCD, 4x4 words) or without LibRaw's C API, left to the decode."""
     lib = _libraw_c()
     if lib is None:
         return None
@@ -297,12 +301,16 @@ def _header_pattern_size(path: Path) -> int | None:
         cells = np.array([[lib.libraw_COLOR(handle, y, x) for x in range(_CELLS)] for y in range(_CELLS)])
     finally:
         lib.libraw_close(handle)
+    def repeats(n: int) -> bool:
+        return bool((cells[n:] == cells[:-n]).all() and (cells[:, n:] == cells[:, :-n]).all())
+
     if (cells == _NO_CFA).all():
         return 0
-    for n in (1, 2, 4, 6, 8):
-        if (cells[n:] == cells[:-n]).all() and (cells[:, n:] == cells[:, :-n]).all():
-            return n
-    return _CELLS
+    if repeats(2):
+        return 2
+    if repeats(6) and not (cells[:, 2:] == cells[:, :-2]).all():  # 6x6 and no Bayer word: LibRaw's X-Trans table
+        return 6
+    return None
 
 
 def _refusal(path: Path, colors: int, desc: str, size: int | None) -> UnsupportedRawError | None:

@@ -393,9 +393,9 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
     A file that cannot be read, denoised or written is reported to ``on_failed(job, line)`` and
     the run goes on with the next one; writes are atomic, so no partial output file is ever
     left. A raw whose decode shows it is of a kind n2n does not denoise (UnsupportedRawError, as
-    the header probe would have said) goes to ``on_skipped(job, line)`` instead. Only Ctrl-C (or a bug's exception outside a file's work) stops the run, after the
-    writes in flight complete. After an out-of-memory retry the smaller tile is kept for the
-    remaining files.
+    the header probe would have said) goes to ``on_skipped(job, line)`` instead. Only Ctrl-C (or
+    a bug's exception outside a file's work) stops the run, after the writes in flight complete.
+    After an out-of-memory retry the smaller tile is kept for the remaining files.
     """
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")

@@ -5,6 +5,8 @@
    three exposures across Brooks et al.'s calibrated range (shot 2e-4 / 2e-3 / 1e-2, read on the
    calibration line): low, mid and high ISO. PSNR on the packed linear values (peak 1), as
    raw benchmarks (SIDD raw) score, for the noisy input and the model's output clipped to [0, 1].
+   Each model is scored bare and as ``n2n denoise`` runs it, its change kept within the noise
+   measured on the input (``n2ncli.noise_guard``).
 2. ../shared/data/raw/colorchart.dng (Canon, RGGB, low ISO): the same three noise levels added to
    its normalised mosaic; PSNR against the file's own mosaic. With ``--crops DIR``, LibRaw's
    developments (noisy / denoised / the file) of a crop are written there as PNG.
@@ -31,6 +33,7 @@ from n2ncli.io.image import list_images, read_image  # noqa: E402
 from n2ncli.io.raw import read_raw, render  # noqa: E402
 from n2ncli.nets.unet import UNet, bayer_from_rgb  # noqa: E402
 from n2ncli.store import build_model, find_model  # noqa: E402
+from n2ncli.noise_guard import keep_within_noise  # noqa: E402
 from n2ncli.synthesis import CameraParams, heteroscedastic, packed_mosaic, read_for  # noqa: E402
 
 LEVELS = {"low ISO": 2e-4, "mid ISO": 2e-3, "high ISO": 1e-2}
@@ -67,6 +70,7 @@ def main() -> None:
     ap.add_argument("--warm-start", action="store_true", help="also score the untrained warm start (blind RGB -> 4 ch)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--crops", type=Path, default=None)
+    ap.add_argument("--no-guard", action="store_true", help="score the bare models only (no noise guard)")
     ap.add_argument("--scale", type=int, default=1, help="Kodak upsampled this much before mosaicking (1 or 2)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,7 +82,14 @@ def main() -> None:
         net = UNet(4)
         net.load_state_dict(bayer_from_rgb(build_model(find_model("srgb-gaussian5-50")).state_dict()))
         nets["warm start (untrained)"] = net.eval()
-    preds = {k: TorchPredictor(v, "cpu") for k, v in nets.items()}
+    preds = {k: (TorchPredictor(v, "cpu"), False) for k, v in nets.items()}
+    if not args.no_guard:  # each model also as denoise runs it: its change kept within the noise
+        preds.update({f"{k} + noise guard": (p, True) for k, (p, _) in list(preds.items())})
+
+    def run(entry: tuple[TorchPredictor, bool], y: np.ndarray) -> np.ndarray:
+        out = denoise_array(y, entry[0], opts)
+        return keep_within_noise(y, out) if entry[1] else out
+
     opts = TileOptions(tile=512)
     clean = kodak_mosaics(scale=args.scale)
     print(f"| set | level | shot | noisy | {' | '.join(preds)} |")
@@ -89,14 +100,14 @@ def main() -> None:
             y = noisy(c, shot, 100 + i)
             scores["noisy"].append(psnr(y, c))
             for k, p in preds.items():
-                scores[k].append(psnr(denoise_array(y, p, opts), c))
+                scores[k].append(psnr(run(p, y), c))
         cells = " | ".join(f"{np.mean(scores[k]):.2f}" for k in ["noisy", *preds])
         print(f"| Kodak24 unprocessed (24){' x2' if args.scale == 2 else ''} | {level} | {shot:g} | {cells} |", flush=True)
     raw = read_raw(CHART)
     chart, layout = pack(raw.normalised(), raw.pattern)
     for level, shot in LEVELS.items():
         y = noisy(chart, shot, 5)
-        outs = {k: denoise_array(y, p, opts) for k, p in preds.items()}
+        outs = {k: run(p, y) for k, p in preds.items()}
         cells = " | ".join([f"{psnr(y, np.clip(chart, 0, 1)):.2f}"] +
                            [f"{psnr(o, np.clip(chart, 0, 1)):.2f}" for o in outs.values()])
         print(f"| colorchart.dng | {level} | {shot:g} | {cells} |", flush=True)
@@ -113,7 +124,7 @@ def main() -> None:
             Image.fromarray(develop(y)).save(args.crops / "raw-chart-noisy.png", optimize=True)
             Image.fromarray(develop(chart)).save(args.crops / "raw-chart-file.png", optimize=True)
             for k, o in outs.items():
-                name = k.split(" ")[0]
+                name = k.split(" ")[0] + ("-guarded" if preds[k][1] else "")
                 Image.fromarray(develop(np.clip(o, 0, None))).save(args.crops / f"raw-chart-{name}.png", optimize=True)
 
 

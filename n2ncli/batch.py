@@ -26,6 +26,7 @@ from n2ncli.errors import ConfigError, IncompatibleModelError, UnsupportedRawErr
 from n2ncli.io.dng import DNG_COMPRESSIONS
 from n2ncli.io.image import image_format
 from n2ncli.jobs import OUTPUT_TAG, Job, JobPlan, check_tag, is_stream, plan_batch, refused_raws
+from n2ncli.noise_guard import NoiseGuarded
 from n2ncli.pd import PdSelector, parse_pd
 from n2ncli.store import ModelRecord
 
@@ -54,6 +55,7 @@ class DenoiseRequest:
     adapt_minutes: float = 5.0
     quality: int | None = None  # lossy outputs; None: the input's own where it was lossy, else the format's default
     dng_compression: str = "lossless"  # raws' DNGs: lossless JPEG tiles, or "none"
+    noise_guard: bool = True  # raws: the model's change kept within the noise measured on each raw
     name_suffix: str = OUTPUT_TAG  # between stem and extension: IMG_1.n2n.jpg
 
     def __post_init__(self) -> None:
@@ -162,7 +164,8 @@ def dng_record(record: ModelRecord, request: DenoiseRequest, options: TileOption
     """What a denoised DNG records of how it was made (n2n's XMP processing record)."""
     return {"model": record.name, "sha256": record.sha256, "version": __version__,
             "settings": {"backend": request.backend, "device": request.device, "precision": request.precision,
-                         "tile": options.tile, "overlap": options.overlap, "self_ensemble": request.self_ensemble}}
+                         "tile": options.tile, "overlap": options.overlap, "self_ensemble": request.self_ensemble,
+                         "noise_guard": request.noise_guard}}
 
 
 def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) -> None:
@@ -192,6 +195,8 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
 
         predictors = {k: SelfEnsemble(p) for k, p in predictors.items()}
         where += ", x8 self-ensemble"
+    if "raw" in predictors and req.noise_guard:
+        predictors["raw"] = NoiseGuarded(predictors["raw"])
     if "srgb" in predictors:
         extra = predictor(camera) if camera else None
         predictors["srgb"] = PdSelector(predictors["srgb"], parse_pd(req.pd), trained_stride(records["srgb"]), extra,

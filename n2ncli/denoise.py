@@ -26,6 +26,7 @@ from n2ncli.io.image import (ImageData, encode_image, image_format, read_image, 
                              writable_bit_depth, write_image)
 from n2ncli.io.raw import RawData, is_raw, quiet_libraw, read_raw, render, rendered_exif
 from n2ncli.jobs import Job, is_stream
+from n2ncli.noise_guard import NoiseGuarded, keep_within_noise
 from n2ncli.pd import PdSelector
 from n2ncli.tiling import Tile, TileAccumulator, tile_grid
 
@@ -249,12 +250,16 @@ def denoise_raw(raw: RawData, predictor: Predictor, options: TileOptions = TileO
     """Denoise a Bayer raw on its packed RGGB cells; returns the whole-sensor mosaic in DN (uint16).
 
     Tiles are laid on the packed grid, so every tile edge falls between 2x2 cells of the mosaic.
+    A ``NoiseGuarded`` predictor's change is then kept within the noise measured on this raw.
     """
     if predictor.channels != RAW_CHANNELS:
         raise IncompatibleModelError(f"{raw.source}: raw files need a raw model (4 channels); "
                                      f"this model takes {predictor.channels}-channel sRGB input")
     packed, layout = pack(raw.normalised(), raw.pattern)
-    out = denoise_array(packed, predictor, options, on_tile, on_retry)
+    guarded = isinstance(predictor, NoiseGuarded)
+    out = denoise_array(packed, predictor.inner if guarded else predictor, options, on_tile, on_retry)
+    if guarded:
+        out = keep_within_noise(packed, out)
     return raw.with_visible(raw.to_dn(unpack(out, layout)))
 
 

@@ -202,7 +202,8 @@ def denoise(
     if _state["verbose"]:
         for note in run.notes:
             console.print(f"[dim]{escape(note)}[/]", highlight=False)
-    used = ", ".join(f"[bold]{r.name}[/] ({r.noise})" for r in run.records.values())
+    used = ", ".join(f"[bold]{r.name}[/] ({r.noise}{', noise guard' if k == 'raw' and noise_guard else ''})"
+                     for k, r in run.records.items())
     if run.camera is not None:
         used = (f"[bold]{run.camera.name}[/] for photos with camera-correlated noise (JPEGs from cameras and phones), "
                 f"{used} for the others")
@@ -432,7 +433,7 @@ def fit(
     lr_scaling: Annotated[str, typer.Option(help="With several processes: none keeps --lr, linear multiplies it by the number of processes.")] = "none",
     sharding: Annotated[str, typer.Option(help="With several processes: replicate (every process decodes every file; the same run as one process), shard (each decodes 1/N of the files) or auto (shard only when the decoded set outgrows memory).")] = "auto",
     pd: Annotated[str, typer.Option("--pd", help="Pixel-shuffle stride of the training inputs: auto (2 when the photos' noise is correlated between pixels, as in camera JPEGs), 1, 2 or 3.")] = "auto",
-    self_check: Annotated[bool, typer.Option("--self-check/--no-self-check", help="Hold back 1 in 8 images (up to 4, from 5 images on) and report whether the fit lowered their self-supervised loss.")] = True,
+    self_check: Annotated[bool, typer.Option("--self-check/--no-self-check", help="Hold back 1 in 8 images (up to 4; with fewer than 5, a strip of each) and check the fit on them: self-supervised loss and colour (channel means); a raw fit that fails never becomes the default.")] = True,
 ) -> None:
     """Train a denoiser on your own noisy photos or raws (self-supervised), or on clean ones with --noise."""
     from n2ncli.distributed import env_rank
@@ -481,16 +482,47 @@ def fit(
         f"{r.seconds / 60:.1f} min (init: {outcome.init}, pd {outcome.pd}: {outcome.pd_reason}), final loss "
         f"{r.final_loss:.5f}{val} -> {escape(str(outcome.record.folder))}",
         highlight=False)
+    _fit_verdict(outcome)
+
+
+def _fit_verdict(outcome) -> None:  # noqa: ANN001 - fit.FitOutcome
+    """The self-check's result and any reason not to trust the model, in plain words."""
+    from n2ncli.fit import SCRATCH_MIN_STEPS
+
+    raw = outcome.record.kind == "raw"
+    if outcome.too_brief:
+        _warn(f"trained from scratch for only {outcome.result.steps} steps (a model from scratch needs "
+              f"{SCRATCH_MIN_STEPS} or more): expect blur and wrong colours; leave out --init none to start "
+              "from the shipped model")
+    if outcome.unchecked:
+        _warn(f"not self-checked ({outcome.unchecked})")
     check = outcome.check
-    if check is not None and check.passed:
-        console.print(f"self-check: held-out loss {check.before:.6f} -> {check.after:.6f} ({check.change:+.1%}) on "
-                      f"{check.images} image(s) the fit did not train on: better than {check.baseline}", highlight=False)
-    elif check is not None:
-        kept = "your previous raw model stays the default" if outcome.record.kind == "raw" else \
-            "keep using the model you used before"
-        _warn(f"this fit made things WORSE: held-out loss {check.before:.6f} -> {check.after:.6f} ({check.change:+.1%}) "
-              f"on {check.images} image(s) it did not train on, against {check.baseline}; {kept} "
-              "(try more images, more steps or --pd 2)")
+    if check is None:
+        return
+    where = (f"strips of {check.images} {'raw file' if raw else 'image'}(s)" if check.held == "strips"
+             else f"{check.images} {'raw file' if raw else 'image'}(s)")
+    loss = (f"held-out loss {check.before:.6f} -> {check.after:.6f} ({check.change:+.1%}) on {where} "
+            "the fit did not train on")
+    colour = check.colour_after
+    if check.passed:
+        kept = f"; colours kept ({colour.describe()}, limit {check.colour_limit:.0%})" if colour else ""
+        console.print(f"self-check: {loss}: better than {check.baseline}{kept}", highlight=False)
+        return
+    problems = []
+    if not check.loss_passed:
+        problems.append(f"this fit made things WORSE: {loss}, against {check.baseline}")
+    if not check.colour_passed:
+        problems.append(f"the fitted model shifts the colours ({colour.describe()} on held-out patches, "
+                        f"at most {check.colour_limit:.0%} expected)")
+    if not raw:
+        kept = "keep using the model you used before"
+    elif outcome.raw_default:
+        kept = f"kept {outcome.raw_default} as the default raw model"
+    else:
+        kept = "no raw model is the default (name one with -m, e.g. -m raw-camera)"
+    hints = "more images, more steps" + (" or --pd 2" if not check.loss_passed else "") + \
+        (", without --init none" if outcome.init == "none" else "")
+    _warn(f"{'; '.join(problems)}; {kept} (try {hints})")
 
 
 # --------------------------------------------------------------------------- eval

@@ -36,9 +36,9 @@ META_FILE = "model.json"
 SHIPPED_DIR = Path(__file__).resolve().parent / "models"
 #: The shipped model each input kind falls back to when the user names none.
 DEFAULT_MODELS = {"srgb": "srgb-gaussian5-50"}
-#: The shipped raw model: where raw fits start, and -m raw-camera. Not the silent default for raws:
-#: it gains at mid/high ISO but smooths fine detail at low ISO (docs/models.md).
-RAW_WARM_START = "raw-camera"
+#: The shipped raw model: the raw default until the user fits one, and where raw fits start. Alone
+#: it smooths fine detail at low ISO; denoise's noise guard holds that back (docs/models.md).
+RAW_DEFAULT = "raw-camera"
 #: The shipped model for photos whose noise is correlated between pixels (camera JPEGs), used by
 #: default for them instead of the blind one (docs/real-noise.md).
 CORRELATED_DEFAULT = "srgb-camera"
@@ -274,18 +274,19 @@ def find_model(spec: str) -> ModelRecord:
 def default_model(kind: str) -> ModelRecord:
     """The model used when the user names none.
 
-    sRGB: the shipped blind default. Raw: the newest raw model the user fitted (that passed its
-    self-check); the shipped raw-camera only when named (``-m raw-camera``), see RAW_WARM_START.
+    sRGB: the shipped blind default. Raw: the newest raw model the user fitted that passed its
+    self-check, else the shipped raw-camera (which ``denoise`` runs with the noise guard, so its
+    smoothing at low ISO is held back; docs/models.md).
     """
     if kind == "raw":
         fitted = [r for r in _records_in(models_dir(), False) if r.kind == "raw" and passed_self_check(r)]
         if fitted:
             # created has 1-second resolution: the weights' mtime breaks ties between quick fits
             return max(fitted, key=lambda r: (r.created, r.weights_path.stat().st_mtime_ns))
-        raise ModelNotFoundError(
-            "no raw model available - run `n2n fit` on a folder of raw files first (it starts from the "
-            f"shipped {RAW_WARM_START}), or pass `-m {RAW_WARM_START}` for high-ISO raws (it smooths fine "
-            "detail at low ISO)")
+        try:
+            return find_model(RAW_DEFAULT)
+        except ModelNotFoundError:
+            raise ModelNotFoundError("no raw model available - run `n2n fit` on a folder of raw files first") from None
     try:
         return find_model(DEFAULT_MODELS[kind])
     except ModelNotFoundError:
@@ -293,13 +294,8 @@ def default_model(kind: str) -> ModelRecord:
 
 
 def warm_start_model(kind: str) -> ModelRecord:
-    """Where a fit with ``--init default`` starts: the kind's default; for raws the newest fitted
-    raw model, else the shipped raw-camera."""
-    if kind == "raw":
-        try:
-            return default_model("raw")
-        except ModelNotFoundError:
-            return find_model(RAW_WARM_START)
+    """Where a fit with ``--init default`` starts: the kind's default (for raws the newest fitted
+    raw model, else the shipped raw-camera)."""
     return default_model(kind)
 
 

@@ -13,7 +13,7 @@ import pytest
 import rawpy
 
 from cli_run import Run, error_line
-from n2ncli.io.dng import write_dng
+from n2ncli.io.dng import read_processing_record, write_dng
 from n2ncli.io.raw import read_raw
 
 RAW_CAMERA_RMSE_SHARE = 0.45  # raw-camera on shot0.dng: measured 0.37 (a 200-step fit: 0.77)
@@ -76,14 +76,12 @@ def test_the_shipped_raw_model_denoises_a_noisy_chart(n2n: Callable[..., Run], n
     assert denoised_rmse < RAW_CAMERA_RMSE_SHARE * noisy_rmse
 
 
-def test_denoise_raw_without_a_fitted_raw_model_says_what_to_do(n2n: Callable[..., Run], chart: Path,
-                                                                 tmp_path: Path) -> None:
-    run = n2n("denoise", chart, "-o", tmp_path / "out.tif")
-    assert run.code == 1
-    line = error_line(run)
-    assert "no raw model available - run `n2n fit` on a folder of raw files first" in line
-    assert "-m raw-camera" in line
-    assert not (tmp_path / "out.tif").exists()
+def test_denoise_raw_without_a_fitted_raw_model_uses_the_shipped_one(n2n: Callable[..., Run], chart: Path,
+                                                                      tmp_path: Path) -> None:
+    run = n2n("denoise", chart, "-o", tmp_path / "out.dng")
+    assert run.code == 0, run.err
+    assert "raw-camera" in run.out + run.err
+    assert read_processing_record(tmp_path / "out.dng")["model"] == "raw-camera"
 
 
 def test_an_srgb_model_is_refused_for_raws(n2n: Callable[..., Run], chart: Path, tmp_path: Path) -> None:

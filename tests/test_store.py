@@ -348,10 +348,10 @@ def test_save_refuses_to_overwrite_unless_asked() -> None:
     build_model(find_model("mine"))
 
 
-def test_default_raw_model_missing_raises_with_a_hint() -> None:
+def test_default_raw_model_without_a_fit_is_the_shipped_one() -> None:
     _save("srgb-only")
-    with pytest.raises(ModelNotFoundError, match="n2n fit"):
-        default_model("raw")
+    chosen = default_model("raw")
+    assert chosen.name == "raw-camera" and chosen.shipped and chosen.kind == "raw"
 
 
 def test_default_raw_model_is_the_newest_user_raw_model() -> None:

@@ -71,7 +71,8 @@ def main() -> None:
         print(f"adapt: {done.steps} steps in {time.perf_counter() - t:.0f} s, pd {done.pd}, used {done.used}, "
               f"check {done.check.before:.6f} -> {done.check.after:.6f}", flush=True)
         init = find_model(args.camera) if args.camera else blind_record
-        methods[f"--adapt {args.adapt_steps}"] = PdSelector(TorchPredictor(done.model), None, trained_stride(init))
+        methods[f"--adapt {args.adapt_steps}"] = PdSelector(TorchPredictor(done.model), None, trained_stride(init),
+                                                            blend=trained_blend(init))
     if args.methods:
         wanted = set(args.methods.split(";"))
         methods = {k: v for k, v in methods.items() if k in wanted}

@@ -181,8 +181,10 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
         return make_predictor(record, req.backend, req.device, run.notes, precision=req.precision, compile=req.compile)
 
     predictors = {k: predictor(r) for k, r in records.items() if not (k == "srgb" and req.adapt)}
+    blend = trained_blend(records["srgb"]) if "srgb" in records else 0.0
     if req.adapt and "srgb" in records:
-        predictors["srgb"], run.adapted = _adapted(records["srgb"], camera, run.jobs, req, on_adapt)
+        predictors["srgb"], run.adapted, started = _adapted(records["srgb"], camera, run.jobs, req, on_adapt)
+        blend = trained_blend(started)  # the fine-tuned model keeps its origin's PD blend
         camera = None
     first = next(iter(predictors.values()))
     options = req.tile_options()
@@ -201,7 +203,7 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
         extra = predictor(camera) if camera else None
         predictors["srgb"] = PdSelector(predictors["srgb"], parse_pd(req.pd), trained_stride(records["srgb"]), extra,
                                         trained_stride(camera) if camera else None,
-                                        blend=trained_blend(records["srgb"]),
+                                        blend=blend,
                                         correlated_blend=trained_blend(camera) if camera else 0.0)
         where += f", pd {req.pd.lower()}"
     run.records, run.camera, run.predictors, run.options, run.where = records, camera, predictors, options, where
@@ -213,8 +215,9 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
 
 
 def _adapted(record: ModelRecord, camera: ModelRecord | None, jobs: list[Job], req: DenoiseRequest,
-             on_progress: Callable[[Any], None] | None) -> tuple[Predictor, Any]:
-    """--adapt: fine-tune ``record`` (``camera`` for correlated noise, if given) on the photos."""
+             on_progress: Callable[[Any], None] | None) -> tuple[Predictor, Any, ModelRecord]:
+    """--adapt: fine-tune ``record`` (``camera`` for correlated noise, if given) on the photos;
+    returns the predictor, the adapt result and the model it started from."""
     from n2ncli.adapt import adapt_to_files
     from n2ncli.backends.torch import TorchPredictor
     from n2ncli.device import resolve_device
@@ -222,12 +225,16 @@ def _adapted(record: ModelRecord, camera: ModelRecord | None, jobs: list[Job], r
 
     dev = resolve_device(req.device)
 
+    started = [record]
+
     def start(correlated: bool):  # noqa: ANN202
-        return build_model(camera if correlated and camera is not None else record)
+        if correlated and camera is not None:
+            started[0] = camera
+        return build_model(started[0])
 
     done = adapt_to_files(start, [j.source for j in jobs if j.kind == "srgb"], req.adapt, minutes=req.adapt_minutes,
                           device=dev, on_progress=on_progress)
-    return TorchPredictor(done.model, dev, req.precision), done
+    return TorchPredictor(done.model, dev, req.precision), done, started[0]
 
 
 def execute(run: DenoiseRun, **callbacks: Any) -> BatchResult:

@@ -27,9 +27,9 @@ from n2ncli.io.image import IMAGE_EXTENSIONS, float_to_native, list_images, read
 from n2ncli.io.raw import RAW_EXTENSIONS, TRAIN_FLOOR, is_raw, read_packed, read_training_raw
 from n2ncli.noise import parse_noise
 from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, parse_pd
-from n2ncli.selfcheck import SelfCheck, held_out_loss, split_held_out
-from n2ncli.store import (ModelRecord, check_name, find_model, load_state, models_dir, warm_start_model,
-                          runs_dir, save_model, slugify)
+from n2ncli.selfcheck import COLOUR_LIMIT, HeldOut, SelfCheck, held_out_colour, held_out_loss, split_held_out
+from n2ncli.store import (ModelRecord, check_name, default_model, find_model, load_state, models_dir,
+                          warm_start_model, runs_dir, save_model, slugify)
 from n2ncli.train import (Progress, TrainConfig, TrainResult, ValidationPairs, load_checkpoint, train,
                           training_autocast)
 
@@ -45,6 +45,10 @@ WARM_START_LR = 1e-4
 BATCH_SIZE = 4  # crops per process and step, the paper's batch
 LR_SCALINGS = ("none", "linear")
 SHARDINGS = ("auto", "shard", "replicate")
+#: A fit from scratch (``--init none``) shorter than this is reported as trained too briefly: on
+#: colorchart.dng 20, 100, 400 and 1500 steps (batch 4, crop 64) all shifted a channel's mean by
+#: 23-350 % (a pink field at 20); the shipped from-scratch srgb-gaussian5-50 took 16242 steps of 32 crops.
+SCRATCH_MIN_STEPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,13 @@ class FitOutcome:
     pd_reason: str = ""
     check: SelfCheck | None = None
     resumed_from: int | None = None  # the checkpoint's step, for a resumed run
+    unchecked: str = ""  # why a fit that was to check itself could not (too few pixels to hold back, streamed, DDP)
+    raw_default: str | None = None  # raw fits: the default raw model after this one (None: there is none)
+
+    @property
+    def too_brief(self) -> bool:
+        """Trained from scratch for fewer than SCRATCH_MIN_STEPS steps."""
+        return self.init == "none" and self.result.steps < SCRATCH_MIN_STEPS
 
 
 def default_name(inputs: Sequence[Path]) -> str:
@@ -319,10 +330,15 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
         clip_aware=kind == "srgb" and not request.noise and not (saved and "clip_aware" not in saved["config"]),
         precision=request.precision, compile=request.compile, checkpoint_every=request.checkpoint_every,
     )
-    held: tuple[np.ndarray, ...] = ()
+    held, unchecked = HeldOut(), ""
     if request.self_check and world.size == 1 and isinstance(images, LoadedImages):
-        images, held = split_held_out(images)
-    before = held_out_loss(_init_model(init_state, channels), held, config) if held else None
+        images, held = split_held_out(images, 64 * stride)
+        unchecked = "" if held.arrays else "the images are too small to hold a strip back"
+    elif request.self_check:
+        unchecked = "a run over several processes" if world.size > 1 else "the images stream from the files"
+    start_model = _init_model(init_state, channels)
+    before = held_out_loss(start_model, held.arrays, config) if held.arrays else None
+    colour_before = held_out_colour(start_model, held.arrays, config) if held.arrays else None
     validation = world.on_main(
         lambda: load_validation(request.val, request.noise, channels, request.seed, kind),
         share=False) if request.val else None
@@ -352,10 +368,12 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
     }
     metrics = {"val_psnr": round(result.val_psnr, 3)} if result.val_psnr is not None else {}
     check = None
-    if held and before is not None and math.isfinite(before):
-        check = SelfCheck(len(held), before, held_out_loss(result.model, held, config),
-                          "the warm-start model" if init_state is not None else "the noisy input")
-        training["held_out"] = [str(p) for p in data.images.paths if p not in images.paths]
+    if held.arrays and before is not None and math.isfinite(before):
+        check = SelfCheck(len(held.arrays), before, held_out_loss(result.model, held.arrays, config),
+                          "the warm-start model" if init_state is not None else "the noisy input",
+                          colour_before=colour_before, colour_after=held_out_colour(result.model, held.arrays, config),
+                          colour_limit=COLOUR_LIMIT[kind], held="strips" if held.strips else "images")
+        training["held_out"] = list(held.sources)
     training["pd"] = stride
     training["clip_aware"] = config.clip_aware
 
@@ -367,8 +385,18 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
         return record
 
     record = world.on_main(store)
+    raw_default = world.on_main(_raw_default) if kind == "raw" else None
     return FitOutcome(record, result, data.count, data.skipped, init_name, stride, stride_reason, check,
-                      resumed_from=int(saved["step"]) if saved else None)
+                      resumed_from=int(saved["step"]) if saved else None, unchecked=unchecked,
+                      raw_default=raw_default)
+
+
+def _raw_default() -> str | None:
+    """The raw model ``denoise`` now uses when none is named (None: none, ``-m`` is needed)."""
+    try:
+        return default_model("raw").name
+    except ModelNotFoundError:
+        return None
 
 
 def _init_model(state: dict[str, torch.Tensor] | None, channels: int) -> torch.nn.Module | None:

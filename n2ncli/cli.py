@@ -510,7 +510,7 @@ def _fit_verdict(outcome) -> None:  # noqa: ANN001 - fit.FitOutcome
         return
     problems = []
     if not check.loss_passed:
-        problems.append(f"this fit made things WORSE: {loss}, against {check.baseline}")
+        problems.append(f"{loss}, against {check.baseline}")
     if not check.colour_passed:
         problems.append(f"the fitted model shifts the colours ({colour.describe()} on held-out patches, "
                         f"at most {check.colour_limit:.0%} expected)")
@@ -520,9 +520,9 @@ def _fit_verdict(outcome) -> None:  # noqa: ANN001 - fit.FitOutcome
         kept = f"kept {outcome.raw_default} as the default raw model"
     else:
         kept = "no raw model is the default (name one with -m, e.g. -m raw-camera)"
-    hints = "more images, more steps" + (" or --pd 2" if not check.loss_passed else "") + \
+    hints = "more images, more steps" + (" or --pd 2" if not check.loss_passed and not raw else "") + \
         (", without --init none" if outcome.init == "none" else "")
-    _warn(f"{'; '.join(problems)}; {kept} (try {hints})")
+    _warn(f"this fit made things WORSE: {'; '.join(problems)}; {kept} (try {hints})")
 
 
 # --------------------------------------------------------------------------- eval

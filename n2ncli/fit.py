@@ -28,8 +28,8 @@ from n2ncli.io.raw import RAW_EXTENSIONS, TRAIN_FLOOR, is_raw, read_packed, read
 from n2ncli.noise import parse_noise
 from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, parse_pd
 from n2ncli.selfcheck import COLOUR_LIMIT, HeldOut, SelfCheck, held_out_colour, held_out_loss, split_held_out
-from n2ncli.store import (ModelRecord, check_name, default_model, find_model, load_state, models_dir,
-                          warm_start_model, runs_dir, save_model, slugify)
+from n2ncli.store import (ModelRecord, check_name, correlated_default, default_model, find_model, load_state,
+                          models_dir, runs_dir, save_model, slugify, warm_start_model)
 from n2ncli.train import (Progress, TrainConfig, TrainResult, ValidationPairs, load_checkpoint, train,
                           training_autocast)
 
@@ -212,12 +212,17 @@ def load_validation(folder: Path, noise: str | None, channels: int, seed: int,
     return ValidationPairs([spec.apply_numpy(c, rng) for c in clean], clean)
 
 
-def resolve_init(init: str, kind: str, channels: int) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """Weights to warm-start from: the shipped default of this kind, none, or a named model."""
+def resolve_init(init: str, kind: str, channels: int, correlated: bool = False) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """Weights to warm-start from: the shipped default of this kind, none, or a named model.
+
+    ``correlated``: photos whose noise is correlated between pixels (camera JPEGs) start from the
+    real-photo model, which ``denoise`` would use on them, rather than the blind default.
+    """
     if init == "none":
         return None, "none"
     try:
-        record = warm_start_model(kind) if init == "default" else find_model(init)
+        photo = correlated_default() if init == "default" and kind == "srgb" and correlated else None
+        record = photo or (warm_start_model(kind) if init == "default" else find_model(init))
     except ModelNotFoundError:
         if init == "default":  # no model of this kind installed: start from scratch
             return None, "none"
@@ -308,8 +313,12 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
     else:
         epochs = request.epochs if request.epochs is not None else PAPER_EPOCHS
         steps = max(1, math.ceil(epochs * data.count / global_batch))
+    if saved:
+        stride, stride_reason = int(saved["config"].get("pd", 1)), "resumed run"
+    else:
+        stride, stride_reason = world.everywhere(lambda: choose_training_stride(request, kind, images))
     init_state, init_name = (None, "resume") if saved else world.on_main(
-        lambda: resolve_init(request.init, kind, channels))
+        lambda: resolve_init(request.init, kind, channels, correlated=stride > 1 and not request.noise))
     if request.lr is not None:
         lr = scale_lr(request.lr, request.lr_scaling, world.size)
     elif saved:
@@ -319,10 +328,6 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
     else:
         lr = scale_lr(WARM_START_LR if init_state is not None else PAPER_LR, request.lr_scaling, world.size)
     gamma_end = request.gamma_end if request.gamma_end is not None else GAMMA_END[kind]
-    if saved:
-        stride, stride_reason = int(saved["config"].get("pd", 1)), "resumed run"
-    else:
-        stride, stride_reason = world.everywhere(lambda: choose_training_stride(request, kind, images))
     config = TrainConfig(
         steps=steps, batch_size=global_batch, crop=request.crop, lr=lr,
         gamma_end=gamma_end, gamma_constant=request.gamma_constant, sampler=request.sampler,

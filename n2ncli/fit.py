@@ -29,7 +29,7 @@ from n2ncli.noise import parse_noise
 from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, parse_pd
 from n2ncli.selfcheck import COLOUR_LIMIT, HeldOut, SelfCheck, held_out_colour, held_out_loss, split_held_out
 from n2ncli.store import (ModelRecord, check_name, correlated_default, default_model, find_model, load_state,
-                          models_dir, runs_dir, save_model, slugify, warm_start_model)
+                          models_dir, runs_dir, save_model, slugify, trained_blend, warm_start_model)
 from n2ncli.train import (Progress, TrainConfig, TrainResult, ValidationPairs, load_checkpoint, train,
                           training_autocast)
 
@@ -235,6 +235,16 @@ def resolve_init(init: str, kind: str, channels: int, correlated: bool = False) 
     return load_state(record), record.name
 
 
+def _inherited_blend(init_name: str) -> float:
+    """The ``pd_blend`` of the model a fit started from (0 from scratch or for an unknown one)."""
+    if init_name in ("none", "resume"):
+        return 0.0
+    try:
+        return trained_blend(find_model(init_name))
+    except ModelNotFoundError:
+        return 0.0
+
+
 def scale_lr(lr: float, scaling: str, processes: int) -> float:
     """The learning rate of a run over ``processes`` processes: ``linear`` multiplies by their number."""
     if scaling not in LR_SCALINGS:
@@ -384,6 +394,9 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
 
     def store() -> ModelRecord:
         extra = {"pd": stride, **({"self_check": check.to_json()} if check else {})}
+        blend = _inherited_blend(init_name) if stride > 1 else 0.0
+        if blend:  # a fine-tune of srgb-camera errs as it does: --pd auto keeps its blend
+            extra["pd_blend"] = blend
         record = save_model(request.name, result.model, kind=kind, noise=request.noise or "real (as in the images)",
                             training=training, metrics=metrics, overwrite=True, extra=extra)
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the run is finished: its model is in the store

@@ -46,6 +46,7 @@ def test_fit_on_camera_jpegs_picks_pd2_and_checks_itself(n2n: Callable[..., Run]
     record = find_model("shots")
     assert record.extra["pd"] == 2 and record.extra["self_check"]["images"] == 1
     assert record.training["init"] == "srgb-camera"  # correlated noise: the real-photo model, not the blind one
+    assert record.extra["pd_blend"] == find_model("srgb-camera").extra["pd_blend"]  # and --pd auto's blend with it
 
 
 @pytest.mark.slow

@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--warm-start", action="store_true", help="also score the untrained warm start (blind RGB -> 4 ch)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--crops", type=Path, default=None)
+    ap.add_argument("--chart-only", action="store_true", help="only the colour chart rows (and --crops)")
     ap.add_argument("--no-guard", action="store_true", help="score the bare models only (no noise guard)")
     ap.add_argument("--scale", type=int, default=1, help="Kodak upsampled this much before mosaicking (1 or 2)")
     args = ap.parse_args()
@@ -91,10 +92,10 @@ def main() -> None:
         return keep_within_noise(y, out) if entry[1] else out
 
     opts = TileOptions(tile=512)
-    clean = kodak_mosaics(scale=args.scale)
+    clean = [] if args.chart_only else kodak_mosaics(scale=args.scale)
     print(f"| set | level | shot | noisy | {' | '.join(preds)} |")
     print("| --- | --- | --- | --- |" + " --- |" * len(preds))
-    for level, shot in LEVELS.items():
+    for level, shot in LEVELS.items() if clean else ():
         scores = {k: [] for k in ["noisy", *preds]}
         for i, c in enumerate(clean):
             y = noisy(c, shot, 100 + i)

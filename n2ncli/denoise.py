@@ -287,15 +287,17 @@ def output_bit_depth(source_depth: int, fmt: str) -> int:
 def read_input(path: Path, develop: bool = False) -> ImageData | RawData:
     """A raw file (by extension) through LibRaw, ``-`` as an image on stdin, anything else as an image.
 
-    ``develop``: the raw will be rendered (an image target), so LibRaw's decoded state is kept
-    for that and the file is decoded once."""
+    ``develop``: LibRaw's decoded state is still needed after the network (a development, or a
+    non-DNG source's metadata for its DNG), so it is kept and the file is decoded once."""
     if is_stream(path):
         return read_image_bytes(sys.stdin.buffer.read(), "<stdin>")
     return read_raw(path, keep_decoded=develop) if is_raw(path) else read_image(path)
 
 
-def _develops(job: Job) -> bool:
-    return job.kind == "raw" and job.target.suffix.lower() != ".dng"
+def _keeps_decoded(job: Job) -> bool:
+    """Whether the raw's decoded state is needed after the network: for a development (an image
+    target), or for a non-DNG source's metadata in its DNG, so the file is decoded once."""
+    return job.kind == "raw" and (job.target.suffix.lower() != ".dng" or job.source.suffix.lower() != ".dng")
 
 
 def lossy_settings(data: ImageData, fmt: str, quality: int | None) -> tuple[int | None, str | None]:
@@ -321,9 +323,14 @@ def _write(job: Job, data: ImageData | RawData, out: np.ndarray, writing: Output
             from n2ncli.io.dng import write_dng
 
             # a non-DNG source's tags come from LibRaw, which may talk on stderr (and must not)
-            with quiet_libraw(data.source) if data.source.suffix.lower() != ".dng" else nullcontext():
-                write_dng(job.target, out, data.source, software=writing.software, record=writing.record or {},
-                          compression=writing.dng_compression)
+            decoded = data.decoded.take() if data.decoded is not None else None
+            try:
+                with quiet_libraw(data.source) if data.source.suffix.lower() != ".dng" else nullcontext():
+                    write_dng(job.target, out, data.source, software=writing.software, record=writing.record or {},
+                              compression=writing.dng_compression, decoded=decoded)
+            finally:
+                if decoded is not None:
+                    decoded.close()
             return
         exif = rendered_exif(data)  # before render, which releases the decoded state
         rgb = render(data, out, linear=writing.linear)
@@ -349,7 +356,7 @@ def run_job(job: Job, predictor: Predictor, options: TileOptions = TileOptions()
             on_retry: Callable[[TileOptions, BaseException], None] | None = None,
             writing: OutputSettings = OutputSettings()) -> tuple[str, ...]:
     """Denoise one file into its target; returns the reader's warnings for the user."""
-    data = read_input(job.source, _develops(job))
+    data = read_input(job.source, _keeps_decoded(job))
     out = denoise_input(data, predictor, options, on_tile, on_retry)
     _write(job, data, out, writing)
     return data.warnings
@@ -435,7 +442,7 @@ def run_jobs(jobs: Sequence[Job], predictor: Predictor | Mapping[str, Predictor]
             job = next(queue, None)
             if job is None:
                 return
-            reads.append((job, readers.submit(read_input, job.source, _develops(job))))
+            reads.append((job, readers.submit(read_input, job.source, _keeps_decoded(job))))
 
     def finish_write() -> None:
         job, warnings, fut = writes.popleft()

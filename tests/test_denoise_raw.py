@@ -140,3 +140,22 @@ def test_developed_images_carry_the_cameras_exif(kdc: Path, tmp_path: Path) -> N
     assert exif[271] == "Eastman Kodak Company" and exif[306] == "1997:04:23 08:00:47"
     assert float(shot[33434]) == pytest.approx(1 / 230, rel=1e-3) and shot[34855] == 84
     assert float(shot[33437]) == pytest.approx(6.2)
+
+
+def _bytes_read() -> int:
+    """This process's bytes read so far (Linux): a decode reads the whole file."""
+    io = Path("/proc/self/io")
+    if not io.is_file():
+        pytest.skip("no /proc/self/io")
+    return next(int(line.split()[1]) for line in io.read_text().splitlines() if line.startswith("rchar"))
+
+
+def test_a_crw_to_dng_is_decoded_once(shared_data: Path, tmp_path: Path) -> None:
+    """The DNG's metadata comes from the decode the network's input did (it read the file 2.3x)."""
+    source = shared_data / "raw" / "canon_powershot_s40.crw"
+    start = _bytes_read()
+    run_job(Job(source, tmp_path / "s40.dng"), Identity(4), TileOptions(tile=0),
+            writing=OutputSettings(record={"model": "identity"}))
+    assert _bytes_read() - start < 1.6 * source.stat().st_size  # measured 1.2x: one decode, the CIFF tags
+    with rawpy.imread(str(tmp_path / "s40.dng")) as out, rawpy.imread(str(source)) as src:
+        np.testing.assert_array_equal(out.raw_image, src.raw_image)

@@ -753,7 +753,7 @@ def read_processing_record(path: str | os.PathLike[str]) -> dict | None:
 
 
 def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os.PathLike[str], *,
-              software: str, record: dict | None, compression: str = "lossless") -> None:
+              software: str, record: dict | None, compression: str = "lossless", decoded=None) -> None:  # noqa: ANN001
     """Write ``mosaic`` as a DNG carrying ``source``'s raw metadata, atomically.
 
     ``mosaic``: HxW uint16, the shape of ``rawpy.imread(source).raw_image`` (whole sensor with
@@ -761,7 +761,9 @@ def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os
     xmp:CreatorTool; ``record`` (JSON-able) is embedded as XMP for :func:`read_processing_record`,
     and NoiseReductionApplied set; ``None`` marks nothing (the file is not a denoised output).
     ``compression``: one of :data:`DNG_COMPRESSIONS`, ``"lossless"`` (lossless JPEG tiles) or
-    ``"none"`` (uncompressed strips). Raises ConfigError for another compression, ImageReadError
+    ``"none"`` (uncompressed strips). ``decoded``: the source already open and unpacked in rawpy
+    (``read_raw(keep_decoded=True)``), so a non-DNG source is not decoded again for its metadata.
+    Raises ConfigError for another compression, ImageReadError
     for a source it cannot take the metadata from (not a 2x2 Bayer raw), ImageWriteError for a
     mosaic that does not fit it or a failed write.
     """
@@ -771,7 +773,7 @@ def write_dng(path: str | os.PathLike[str], mosaic: np.ndarray, source: str | os
     mosaic = np.asarray(mosaic)
     if mosaic.ndim != 2 or mosaic.dtype != np.uint16:
         raise ImageWriteError(f"{path}: the mosaic must be a 2-D uint16 array, not {mosaic.dtype} {mosaic.shape}")
-    meta = _source_meta(source, mosaic)
+    meta = _source_meta(source, mosaic, decoded)
     ifd0 = _cfa_ifd(mosaic, compression)
     ifd0.add(*meta.ifd0.values())
     ifd0.add(Tag.ascii(SOFTWARE, software),
@@ -837,8 +839,9 @@ def _lossless_jpeg(tile: np.ndarray, byte_order: str) -> bytes:
                          "(--dng-compression none)") from None
 
 
-def _source_meta(source: Path, mosaic: np.ndarray) -> _Meta:
-    """Gather the metadata to carry from ``source``, translating every failure into ImageReadError."""
+def _source_meta(source: Path, mosaic: np.ndarray, decoded=None) -> _Meta:  # noqa: ANN001
+    """Gather the metadata to carry from ``source`` (``decoded``: its open rawpy object, if the
+    caller has one), translating every failure into ImageReadError."""
     tiff: TiffData | None
     try:
         tiff = read_tiff_ifds(source)
@@ -851,6 +854,8 @@ def _source_meta(source: Path, mosaic: np.ndarray) -> _Meta:
     import rawpy  # deferred: only raw runs pay for LibRaw
 
     try:
+        if decoded is not None:
+            return _rawpy_meta(source, decoded, tiff, mosaic)
         with rawpy.imread(str(source)) as raw:
             return _rawpy_meta(source, raw, tiff, mosaic)
     except (rawpy.LibRawError, OSError) as exc:

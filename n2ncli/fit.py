@@ -29,7 +29,7 @@ from n2ncli.noise import parse_noise
 from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, parse_pd
 from n2ncli.selfcheck import COLOUR_LIMIT, HeldOut, SelfCheck, held_out_colour, held_out_loss, split_held_out
 from n2ncli.store import (ModelRecord, check_name, correlated_default, default_model, find_model, load_state,
-                          models_dir, runs_dir, save_model, slugify, trained_blend, warm_start_model)
+                          models_dir, runs_dir, save_model, slugify, trained_blend)
 from n2ncli.train import (Progress, TrainConfig, TrainResult, ValidationPairs, load_checkpoint, train,
                           training_autocast)
 
@@ -222,7 +222,7 @@ def resolve_init(init: str, kind: str, channels: int, correlated: bool = False) 
         return None, "none"
     try:
         photo = correlated_default() if init == "default" and kind == "srgb" and correlated else None
-        record = photo or (warm_start_model(kind) if init == "default" else find_model(init))
+        record = photo or (default_model(kind) if init == "default" else find_model(init))
     except ModelNotFoundError:
         if init == "default":  # no model of this kind installed: start from scratch
             return None, "none"

@@ -293,12 +293,6 @@ def default_model(kind: str) -> ModelRecord:
         raise ModelNotFoundError(f"no {kind} model available") from None
 
 
-def warm_start_model(kind: str) -> ModelRecord:
-    """Where a fit with ``--init default`` starts: the kind's default (for raws the newest fitted
-    raw model, else the shipped raw-camera)."""
-    return default_model(kind)
-
-
 def correlated_default() -> ModelRecord | None:
     """The shipped real-photo model, or None where it is missing."""
     try:

@@ -514,7 +514,8 @@ def rendered_exif(source: str | os.PathLike[str] | RawData) -> bytes | None:
     from PIL import Image
     from PIL.TiffImagePlugin import IFDRational
 
-    from n2ncli.io.dng import TagType, read_camera_tags
+    from n2ncli.io.dng import read_camera_tags
+    from n2ncli.io.tiff import TagType
 
     def value(tag):  # noqa: ANN001, ANN202 - a dng.Tag -> what Pillow writes back in kind
         if tag.type == TagType.ASCII:

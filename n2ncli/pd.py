@@ -128,13 +128,19 @@ def noise_correlation(image: np.ndarray) -> float:
     noise with autocorrelation ``rho(k)`` in a flat block ``Dk = 2 var (1 - rho(k))``, so the
     statistic is ``(rho1 - rho3) / (1 - rho3)``: about 0 for independent noise.
     """
+    return max(noise_correlations(image))
+
+
+def noise_correlations(image: np.ndarray) -> tuple[float, float]:
+    """(luma, chroma) statistics of :func:`noise_correlation`; a grey image gives its one statistic twice."""
     img = np.asarray(image, dtype=np.float32)
     if img.ndim == 2:
         img = img[..., None]
     if img.shape[2] == 3:
         ycc = img @ _YCC.T
-        return max(_correlation(ycc[..., :1]), _correlation(ycc[..., 1:]))
-    return _correlation(img)
+        return _correlation(ycc[..., :1]), _correlation(ycc[..., 1:])
+    one = _correlation(img)
+    return one, one
 
 
 def _correlation(img: np.ndarray) -> float:
@@ -168,6 +174,8 @@ def _diff_energy(block: np.ndarray, lag: int) -> float:
 #: Measured (runs of ``noise_correlation`` on Kodak24 and the 41 real pairs, docs/real-noise.md):
 #: independent Gaussian noise saved as PNG gives medians 0.02-0.10 at sigma 5-50 (at most 0.43
 #: from sigma 10 up); JPEG q92 4:2:0 0.66-0.74; real camera JPEGs 0.59-0.76 (min 0.589).
+#: Per component: sigma-15 JPEG q92 4:2:0 has chroma 0.66-0.75 but luma -0.05-0.26 (Kodak24);
+#: the real pairs' luma 0.58-0.76.
 CORRELATED = 0.45
 #: Stride taken for correlated noise: on the real pairs PD2 beat PD3 (docs/real-noise.md).
 CORRELATED_STRIDE = 2
@@ -218,13 +226,24 @@ class PdSelector(_Forwarding):
 
 
     def choice(self, image: np.ndarray) -> tuple[Predictor, int]:
-        """The predictor and stride for ``image``."""
+        """The predictor and stride for ``image``.
+
+        Auto takes stride 1 when only the chroma noise is correlated (a JPEG's 4:2:0 chroma over
+        independent luma noise): pixel-shuffle then costs luma detail and gains little, and a
+        model trained on correlated noise handles the chroma at full resolution (Kodak24,
+        Gaussian sigma 15 as JPEG q92 4:2:0: srgb-camera plain 31.74 dB, through PD2 with its
+        blend 31.21; the blind model 29.42 / 29.30; docs/real-noise.md).
+        """
         if self.stride is not None and self.correlated is None:
             return self.inner, self.stride
-        if noise_correlation(image) > CORRELATED:
-            if self.correlated is not None:
-                return self.correlated, self.stride or self.correlated_with
-            return self.inner, self.stride or self.correlated_stride
+        luma, chroma = noise_correlations(image)
+        if max(luma, chroma) > CORRELATED:
+            chosen = self.correlated if self.correlated is not None else self.inner
+            if self.stride is not None:
+                return chosen, self.stride
+            if luma <= CORRELATED:
+                return chosen, 1
+            return chosen, self.correlated_with if self.correlated is not None else self.correlated_stride
         return self.inner, self.stride or 1
 
     def for_image(self, image: np.ndarray) -> Predictor:

@@ -142,3 +142,24 @@ def test_auto_mixes_in_the_models_plain_share_and_an_explicit_stride_does_not() 
     assert isinstance(fixed, PixelShufflePredictor) and fixed.blend == 0.0
     assert trained_blend(read_record(SHIPPED_DIR / "srgb-camera", shipped=True)) == 0.5
     assert trained_blend(read_record(SHIPPED_DIR / "srgb-gaussian5-50", shipped=True)) == 0.0
+
+
+def test_auto_keeps_stride_1_when_only_a_jpegs_chroma_is_correlated(kodak_crop, shared_data: Path) -> None:
+    """4:2:0 chroma over independent luma noise goes to the real-photo model at full resolution;
+    a real camera JPEG, correlated in luma too, goes through PD."""
+    from n2ncli.io.image import read_image
+    from n2ncli.pd import noise_correlations
+
+    clean = kodak_crop(0, 0, 256, 384, image="kodim23.png").astype(np.float32) / 255.0
+    jpeg = _jpeg(_noisy_u8(clean, 15, 0), 2)
+    luma, chroma = noise_correlations(jpeg)
+    assert luma < CORRELATED < chroma
+    real = read_image(next((shared_data / "real-pairs").glob("*_real.JPG"))).to_float()[:256, :256]
+    assert noise_correlations(real)[0] > CORRELATED
+    blind, camera = Identity(3), Identity(3)
+    selector = PdSelector(blind, None, 2, camera, 2, correlated_blend=0.5)
+    assert selector.choice(jpeg) == (camera, 1)
+    assert selector.choice(real) == (camera, 2)
+    assert PdSelector(blind, None, 2).choice(jpeg) == (blind, 1)
+    assert PdSelector(blind, 2, 2, camera).choice(jpeg) == (camera, 2)  # an explicit --pd still rules
+    assert selector.for_image(jpeg) is camera

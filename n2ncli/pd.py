@@ -187,9 +187,13 @@ def median_correlation(images) -> float:  # noqa: ANN001 - a sequence of HxWxC a
 
 
 def choose_stride(image: np.ndarray, correlated_stride: int = CORRELATED_STRIDE) -> int:
-    """``--pd auto``: ``correlated_stride`` when the image's noise is correlated
-    (``noise_correlation`` > CORRELATED), else 1."""
-    return correlated_stride if noise_correlation(image) > CORRELATED else 1
+    """``--pd auto``'s stride: ``correlated_stride`` when the image's luma noise is correlated
+    (its statistic > CORRELATED), else 1 (see :meth:`PdSelector.choice`)."""
+    return _auto_stride(noise_correlations(image)[0], correlated_stride)
+
+
+def _auto_stride(luma: float, correlated_stride: int) -> int:
+    return correlated_stride if luma > CORRELATED else 1
 
 
 def parse_pd(text: str | int) -> int | None:
@@ -237,14 +241,11 @@ class PdSelector(_Forwarding):
         if self.stride is not None and self.correlated is None:
             return self.inner, self.stride
         luma, chroma = noise_correlations(image)
-        if max(luma, chroma) > CORRELATED:
-            chosen = self.correlated if self.correlated is not None else self.inner
-            if self.stride is not None:
-                return chosen, self.stride
-            if luma <= CORRELATED:
-                return chosen, 1
-            return chosen, self.correlated_with if self.correlated is not None else self.correlated_stride
-        return self.inner, self.stride or 1
+        if max(luma, chroma) <= CORRELATED:
+            return self.inner, self.stride or 1
+        if self.correlated is None:
+            return self.inner, self.stride or _auto_stride(luma, self.correlated_stride)
+        return self.correlated, self.stride or _auto_stride(luma, self.correlated_with)
 
     def for_image(self, image: np.ndarray) -> Predictor:
         predictor, stride = self.choice(image)

@@ -53,7 +53,8 @@ def main() -> None:
     predictors = {}
     for name in args.models.split(","):
         record = find_model(name)
-        predictors[name] = PdSelector(TorchPredictor(build_model(record)), None, trained_stride(record),
+        predictors[name] = PdSelector(TorchPredictor(build_model(record), precision="fp32"), None,
+                                      trained_stride(record),
                                       blend=trained_blend(record))
     for label, noisy in sets.items():
         scores = [np.mean([psnr(c, quantize_uint8(n)) for c, n in zip(clean, noisy)])]

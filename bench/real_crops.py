@@ -35,7 +35,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     record = find_model(args.model)
-    ours = PdSelector(TorchPredictor(build_model(record)), None, trained_stride(record), blend=trained_blend(record))
+    ours = PdSelector(TorchPredictor(build_model(record), precision="fp32"), None, trained_stride(record),
+                      blend=trained_blend(record))
     bm3d = BM3D(3, args.bm3d)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, noisy_path, clean_path in find_pairs(args.pairs):

@@ -42,7 +42,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pairs = [(n, read_image(a).to_float(), read_image(b).pixels) for n, a, b in find_pairs(args.pairs)]
     blind_record = find_model("srgb-gaussian5-50")
-    blind = TorchPredictor(build_model(blind_record))
+    blind = TorchPredictor(build_model(blind_record), precision="fp32")
     methods: dict[str, object] = {
         "blind, plain": blind,
         "blind, PD2": PixelShufflePredictor(blind, 2),
@@ -50,7 +50,7 @@ def main() -> None:
     }
     if args.camera:
         record = find_model(args.camera)
-        camera = TorchPredictor(build_model(record))
+        camera = TorchPredictor(build_model(record), precision="fp32")
         methods[f"{record.name}, plain"] = camera
         methods[f"{record.name}, --pd auto"] = PdSelector(camera, None, trained_stride(record),
                                                           blend=trained_blend(record))
@@ -68,10 +68,13 @@ def main() -> None:
         t = time.perf_counter()
         done = adapt(build_model(args.camera and find_model(args.camera) or blind_record), noisy_images,
                      args.adapt_steps)
-        print(f"adapt: {done.steps} steps in {time.perf_counter() - t:.0f} s, pd {done.pd}, used {done.used}, "
-              f"check {done.check.before:.6f} -> {done.check.after:.6f}", flush=True)
+        check = (f"check {done.check.before:.6f} -> {done.check.after:.6f}" if done.check
+                 else f"skipped ({done.skipped} noise, luma {done.luma:.2f})")
+        print(f"adapt: {done.steps} steps in {time.perf_counter() - t:.0f} s, pd {done.pd}, used {done.used}, {check}",
+              flush=True)
         init = find_model(args.camera) if args.camera else blind_record
-        methods[f"--adapt {args.adapt_steps}"] = PdSelector(TorchPredictor(done.model), None, trained_stride(init),
+        methods[f"--adapt {args.adapt_steps}"] = PdSelector(TorchPredictor(done.model, precision="fp32"), None,
+                                                            trained_stride(init),
                                                             blend=trained_blend(init))
     if args.methods:
         wanted = set(args.methods.split(";"))

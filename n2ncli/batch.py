@@ -111,6 +111,7 @@ class DenoiseRun:
     notes: list[str] = field(default_factory=list)  # why choices were made (--verbose)
     writing: OutputSettings = field(default_factory=OutputSettings)
     adapted: Any = None  # n2ncli.adapt.Adapted after --adapt
+    adapted_from: ModelRecord | None = None  # the model --adapt started from
 
     def idle_reason(self) -> str | None:
         """Why there is nothing to run ("nothing to do: ..."), or None when there are jobs.
@@ -183,9 +184,13 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
     predictors = {k: predictor(r) for k, r in records.items() if not (k == "srgb" and req.adapt)}
     blend = trained_blend(records["srgb"]) if "srgb" in records else 0.0
     if req.adapt and "srgb" in records:
-        predictors["srgb"], run.adapted, started = _adapted(records["srgb"], camera, run.jobs, req, on_adapt)
-        blend = trained_blend(started)  # the fine-tuned model keeps its origin's PD blend
-        camera = None
+        adapted, run.adapted, run.adapted_from = _adapted(records["srgb"], camera, run.jobs, req, on_adapt)
+        if run.adapted.check is None:  # not fine-tuned: denoise exactly as without --adapt
+            predictors["srgb"] = predictor(records["srgb"])
+        else:
+            predictors["srgb"] = adapted
+            blend = trained_blend(run.adapted_from)  # the fine-tuned model keeps its origin's PD blend
+            camera = None
     first = next(iter(predictors.values()))
     options = req.tile_options()
     if req.tile.strip().lower() == "auto":

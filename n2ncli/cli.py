@@ -276,6 +276,7 @@ def _load_adapted(run) -> None:  # noqa: ANN001
     """load_models with --adapt's fine-tune drawn as a progress bar, then its verdict."""
     from n2ncli.adapt import MAX_IMAGES
     from n2ncli.batch import load_models
+    from n2ncli.pd import CORRELATED
 
     photos = sum(job.kind == "srgb" for job in run.jobs)
     with _progress(TextColumn("{task.fields[loss]}")) as progress:
@@ -288,9 +289,15 @@ def _load_adapted(run) -> None:  # noqa: ANN001
         load_models(run, on_adapt=on_progress)
     done = run.adapted
     c = done.check
+    name = run.adapted_from.name
+    if c is None:
+        console.print(f"--adapt: [yellow]skipped[/]: these photos' noise is correlated (luma {done.luma:.2f} > "
+                      f"{CORRELATED}), where a fine-tune on the photos alone cannot check itself and lowered real "
+                      "camera pairs by 0.6 dB (docs/real-noise.md); denoising as without --adapt", highlight=False)
+        return
     verdict = (f"[green]used[/]: their self-supervised loss {c.before:.6f} -> {c.after:.6f} ({c.change:+.1%})" if done.used
                else f"[yellow]not used[/]: it raised their self-supervised loss {c.before:.6f} -> {c.after:.6f} "
-                    f"({c.change:+.1%}); denoising with {run.records['srgb'].name} as it is")
+                    f"({c.change:+.1%}); denoising with {name} as it is")
     console.print(f"--adapt: {done.steps} step(s) in {done.seconds:.0f} s at pd {done.pd}; {verdict}", highlight=False)
 
 
@@ -488,6 +495,7 @@ def fit(
 def _fit_verdict(outcome) -> None:  # noqa: ANN001 - fit.FitOutcome
     """The self-check's result and any reason not to trust the model, in plain words."""
     from n2ncli.fit import SCRATCH_MIN_STEPS
+    from n2ncli.pd import CORRELATED
 
     raw = outcome.record.kind == "raw"
     if outcome.too_brief:
@@ -504,6 +512,12 @@ def _fit_verdict(outcome) -> None:  # noqa: ANN001 - fit.FitOutcome
     loss = (f"held-out loss {check.before:.6f} -> {check.after:.6f} ({check.change:+.1%}) on {where} "
             "the fit did not train on")
     colour = check.colour_after
+    if check.loss_passed and check.colour_passed and not check.verifiable:
+        _warn(f"this fit cannot be checked on these photos: their noise is correlated (luma {check.noise_luma:.2f} > "
+              f"{CORRELATED}), where fits on the photos alone lowered real camera pairs by 0.7 dB while lowering "
+              f"the self-check's loss, as this one did ({loss}); keep using the model you used before "
+              "(docs/real-noise.md)")
+        return
     if check.passed:
         kept = f"; colours kept ({colour.describe()}, limit {check.colour_limit:.0%})" if colour else ""
         console.print(f"self-check: {loss}: better than {check.baseline}{kept}", highlight=False)
@@ -619,7 +633,8 @@ def _eval_fit(folder: Path, found, steps: int, device: str):  # noqa: ANN001, AN
                           if p.event == "step" else None)
     check = outcome.check
     verdict = "" if check is None else (f"; self-check {check.before:.6f} -> {check.after:.6f} ({check.change:+.1%}) "
-                                        f"on {check.images} held-out image(s)")
+                                        f"on {check.images} held-out image(s)"
+                                        + ("" if check.verifiable else ", which cannot tell on correlated noise"))
     console.print(f"fitted [bold]{outcome.record.name}[/] in {outcome.result.steps} steps "
                   f"({outcome.result.seconds:.0f} s, init: {outcome.init}, pd {outcome.pd}){verdict}", highlight=False)
     return outcome.record

@@ -26,7 +26,7 @@ from n2ncli.errors import CheckpointError, ConfigError, DatasetError, ModelNotFo
 from n2ncli.io.image import IMAGE_EXTENSIONS, float_to_native, list_images, read_image
 from n2ncli.io.raw import RAW_EXTENSIONS, TRAIN_FLOOR, is_raw, read_packed, read_training_raw
 from n2ncli.noise import parse_noise
-from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, parse_pd
+from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, median_correlations, parse_pd
 from n2ncli.selfcheck import COLOUR_LIMIT, HeldOut, SelfCheck, held_out_colour, held_out_loss, split_held_out
 from n2ncli.store import (ModelRecord, check_name, correlated_default, default_model, find_model, load_state,
                           models_dir, runs_dir, save_model, slugify, trained_blend)
@@ -387,7 +387,8 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
         check = SelfCheck(len(held.arrays), before, held_out_loss(result.model, held.arrays, config),
                           "the warm-start model" if init_state is not None else "the noisy input",
                           colour_before=colour_before, colour_after=held_out_colour(result.model, held.arrays, config),
-                          colour_limit=COLOUR_LIMIT[kind], held="strips" if held.strips else "images")
+                          colour_limit=COLOUR_LIMIT[kind], held="strips" if held.strips else "images",
+                          noise_luma=_held_luma(held) if kind == "srgb" and not request.noise else None)
         training["held_out"] = list(held.sources)
     training["pd"] = stride
     training["clip_aware"] = config.clip_aware
@@ -407,6 +408,11 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
     return FitOutcome(record, result, data.count, data.skipped, init_name, stride, stride_reason, check,
                       resumed_from=int(saved["step"]) if saved else None, unchecked=unchecked,
                       raw_default=raw_default)
+
+
+def _held_luma(held: HeldOut) -> float:
+    """The held-out photos' median luma noise statistic: whether their self-check can tell."""
+    return median_correlations([a.transpose(1, 2, 0) for a in held.arrays])[0]
 
 
 def _raw_default() -> str | None:

@@ -186,6 +186,12 @@ def median_correlation(images) -> float:  # noqa: ANN001 - a sequence of HxWxC a
     return float(np.median([noise_correlation(img) for img in images]))
 
 
+def median_correlations(images) -> tuple[float, float]:  # noqa: ANN001 - a sequence of HxWxC arrays
+    """(median luma statistic, median :func:`noise_correlation`) of several photos, one pass."""
+    both = [noise_correlations(img) for img in images]
+    return float(np.median([luma for luma, _ in both])), float(np.median([max(b) for b in both]))
+
+
 def choose_stride(image: np.ndarray, correlated_stride: int = CORRELATED_STRIDE) -> int:
     """``--pd auto``'s stride: ``correlated_stride`` when the image's luma noise is correlated
     (its statistic > CORRELATED), else 1 (see :meth:`PdSelector.choice`)."""

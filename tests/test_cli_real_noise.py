@@ -40,20 +40,37 @@ def test_fit_on_camera_jpegs_picks_pd2_and_checks_itself(n2n: Callable[..., Run]
     assert run.code == 0, run.err
     text = " ".join((run.out + run.err).split())
     assert "pd 2: noise correlation" in text
-    assert "self-check: held-out loss" in text or "made things WORSE" in text
+    assert "this fit cannot be checked on these photos: their noise is correlated" in text or "made things WORSE" in text
     from n2ncli.store import find_model
 
     record = find_model("shots")
     assert record.extra["pd"] == 2 and record.extra["self_check"]["images"] == 1
+    assert record.extra["self_check"]["verifiable"] is False and record.extra["self_check"]["passed"] is False
     assert record.training["init"] == "srgb-camera"  # correlated noise: the real-photo model, not the blind one
     assert record.extra["pd_blend"] == find_model("srgb-camera").extra["pd_blend"]  # and --pd auto's blend with it
 
 
-@pytest.mark.slow
-def test_denoise_adapt_reports_whether_it_used_the_fine_tune(n2n: Callable[..., Run], real_jpegs: Path,
-                                                            tmp_path: Path) -> None:
+def test_denoise_adapt_leaves_a_camera_jpeg_to_the_model(n2n: Callable[..., Run], real_jpegs: Path,
+                                                       tmp_path: Path) -> None:
+    from n2ncli.io.image import read_image
+
     photo = next(real_jpegs.iterdir())
-    run = n2n("denoise", photo, "-o", tmp_path / "o.png", "--adapt", "1")
+    run = n2n("denoise", photo, "-o", tmp_path / "o.png", "--adapt", "50")
+    assert run.code == 0, run.err
+    assert "--adapt: skipped: these photos' noise is correlated" in " ".join((run.out + run.err).split())
+    assert n2n("denoise", photo, "-o", tmp_path / "plain.png").code == 0
+    assert np.array_equal(read_image(tmp_path / "o.png").pixels, read_image(tmp_path / "plain.png").pixels)
+
+
+@pytest.mark.slow
+def test_denoise_adapt_reports_whether_it_used_the_fine_tune(n2n: Callable[..., Run], kodak_crop,  # noqa: ANN001
+                                                            tmp_path: Path) -> None:
+    from PIL import Image
+
+    clean = kodak_crop(0, 0, 128, 128).astype(np.float32)
+    noisy = np.clip(clean + np.random.default_rng(1).normal(0, 25, clean.shape), 0, 255).round().astype(np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+    run = n2n("denoise", tmp_path / "noisy.png", "-o", tmp_path / "o.png", "--adapt", "1")
     assert run.code == 0, run.err
     text = " ".join((run.out + run.err).split())
     assert "--adapt: 1 step(s)" in text and ("used:" in text or "not used:" in text)

@@ -63,6 +63,13 @@ def test_a_fit_that_made_things_worse_is_flagged() -> None:
     assert SelfCheck(2, 0.01, 0.009, "x").passed
 
 
+def test_a_loss_on_correlated_photo_noise_certifies_nothing() -> None:
+    check = SelfCheck(2, before=0.010, after=0.009, baseline="x", noise_luma=0.62)  # a real camera JPEG's
+    assert check.loss_passed and not check.verifiable and not check.passed
+    assert check.to_json()["verifiable"] is False and check.to_json()["passed"] is False
+    assert SelfCheck(2, 0.010, 0.009, "x", noise_luma=0.05).passed  # independent noise: the loss tells
+
+
 class _Offset(torch.nn.Module):
     """A 'denoiser' that returns its input plus a constant per channel: a colour cast."""
 

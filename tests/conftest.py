@@ -11,6 +11,16 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fp32_cpu() -> Iterator[None]:
+    """CPU inference in fp32 on every machine (``auto`` takes bf16 on CPUs with bf16 units), so
+    results do not depend on the CPU, module-scoped fixtures included. Tests of the bf16 path set
+    ``N2N_CPU_BF16`` themselves."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("N2N_CPU_BF16", "0")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def n2n_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``N2N_HOME`` points at a fresh temp dir, so no test reads or writes the real user store."""

@@ -321,12 +321,13 @@ def test_auto_on_a_cpu_takes_bf16_only_where_it_has_bf16_units(record, monkeypat
     assert torch_auto.precision == ("bf16" if flag == "1" else "fp32")
 
 
-def test_cpu_bf16_detection_reads_the_kernels_flags() -> None:
+def test_cpu_bf16_detection_reads_the_kernels_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     """On this Linux machine the answer is what /proc/cpuinfo says (the override unset)."""
     from n2ncli.device import BF16_CPU_FLAGS, cpu_has_native_bf16
 
-    if os.environ.get("N2N_CPU_BF16") or not Path("/proc/cpuinfo").exists():
-        pytest.skip("detection overridden or not Linux")
+    monkeypatch.delenv("N2N_CPU_BF16")
+    if not Path("/proc/cpuinfo").exists():
+        pytest.skip("not Linux")
     flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
              for f in line.split(":", 1)[1].split()}
     assert cpu_has_native_bf16() == bool(flags & BF16_CPU_FLAGS)

@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
 
 import torch
+from _common import cpu_name
 
 from n2ncli.data import CropBatches, load_training_images
 from n2ncli.fit import read_pixels
@@ -149,7 +151,8 @@ def main() -> None:
         "in the regulariser through PD2, as inference", "pd": 2, "steps": done_steps,
         "steps_planned": config.steps, "lr_schedule_note": f"cosine over {config.steps} steps, stopped at {done_steps}",
         "batch_size": config.batch_size, "crop": config.crop, "lr": config.lr, "lr_schedule": "cosine",
-        "gamma": "2.0 constant" if args.init is not None else "0 -> 2.0 linear", "init": init_name, "device": "cpu (2-core AMD EPYC, shared)",
+        "gamma": "2.0 constant" if args.init is not None else "0 -> 2.0 linear", "init": init_name,
+        "device": f"cpu ({cpu_name()}, {os.cpu_count()} cores)",
         "threads": args.threads, "precision": "fp32", "seconds": round(seconds, 1), "final_loss": loss,
         "crops_seen": done_steps * config.batch_size,
         "command": f"python bench/train_camera.py --steps {config.steps} --threads {args.threads}"

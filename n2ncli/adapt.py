@@ -9,7 +9,7 @@ Photos whose luma noise is correlated (real camera JPEGs) are not fine-tuned at 
 loss cannot tell a better model from one that keeps noise, and on the 41 real pairs the
 fine-tune lost 0.6 dB (38 of 41 pairs) while lowering it (n2ncli.selfcheck). A bound for a
 noise-model route, Recorrupted-to-Recorrupted with the true noise's spectrum of each photo,
-gained only 0.08 dB there (docs/real-noise.md).
+gained only 0.05 dB there (docs/real-noise.md).
 """
 
 from __future__ import annotations

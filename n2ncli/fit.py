@@ -351,6 +351,9 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
         unchecked = "" if held.arrays else "the images are too small to hold a strip back"
     elif request.self_check:
         unchecked = "a run over several processes" if world.size > 1 else "the images stream from the files"
+    held_luma = _held_luma(held) if held.arrays and kind == "srgb" and not request.noise else None
+    if held_luma is not None and held_luma > CORRELATED and on_progress is not None:
+        on_progress(Progress("unverifiable", 0, steps, noise_luma=held_luma))  # said before a long run, not after
     start_model = _init_model(init_state, channels)
     before = held_out_loss(start_model, held.arrays, config) if held.arrays else None
     colour_before = held_out_colour(start_model, held.arrays, config) if held.arrays else None
@@ -388,7 +391,7 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
                           "the warm-start model" if init_state is not None else "the noisy input",
                           colour_before=colour_before, colour_after=held_out_colour(result.model, held.arrays, config),
                           colour_limit=COLOUR_LIMIT[kind], held="strips" if held.strips else "images",
-                          noise_luma=_held_luma(held) if kind == "srgb" and not request.noise else None)
+                          noise_luma=held_luma)
         training["held_out"] = list(held.sources)
     training["pd"] = stride
     training["clip_aware"] = config.clip_aware

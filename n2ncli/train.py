@@ -135,7 +135,7 @@ class TrainConfig:
 class Progress:
     """What the trainer reports to its caller (the CLI draws it; tests read it)."""
 
-    event: str  # "resumed" | "step" | "checkpoint" | "validation" | "done" | "interrupted"
+    event: str  # "resumed" | "step" | "checkpoint" | "validation" | "done" | "interrupted" | "unverifiable"
     step: int
     total: int
     loss: float = math.nan
@@ -146,6 +146,7 @@ class Progress:
     steps_per_second: float = math.nan
     val_psnr: float | None = None
     checkpoint: Path | None = None
+    noise_luma: float | None = None  # "unverifiable" (from fit, before training): the held-out photos' statistic
 
 
 @dataclass

@@ -540,7 +540,7 @@ def _fit_verdict(outcome) -> None:  # noqa: ANN001 - fit.FitOutcome
         kept = f"kept {outcome.raw_default} as the default raw model"
     else:
         kept = "no raw model is the default (name one with -m, e.g. -m raw-camera)"
-    hints = "more images, more steps" + (" or --pd 2" if not check.loss_passed and not raw else "") + \
+    hints = "more images, more steps" + (" or --pd 2" if not check.loss_passed and not raw and outcome.pd == 1 else "") + \
         (", without --init none" if outcome.init == "none" else "")
     _warn(f"this fit made things WORSE: {'; '.join(problems)}; {kept} (try {hints})")
 

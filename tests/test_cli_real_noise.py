@@ -42,6 +42,7 @@ def test_fit_on_camera_jpegs_picks_pd2_and_checks_itself(n2n: Callable[..., Run]
     assert "pd 2: noise correlation" in text
     assert "the self-check will not be able to tell whether this fit helps" in text  # said before training
     assert "this fit cannot be checked on these photos: their noise is correlated" in text or "made things WORSE" in text
+    assert "or --pd 2" not in text  # it trained at pd 2 already
     from n2ncli.store import find_model
 
     record = find_model("shots")

@@ -27,7 +27,7 @@ from n2ncli.errors import ConfigError
 from n2ncli.fit import WARM_START_LR
 from n2ncli.nets.unet import UNet
 from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlations
-from n2ncli.selfcheck import SelfCheck, held_out_loss
+from n2ncli.selfcheck import SelfCheck, held_out_loss, loss_can_tell
 from n2ncli.train import Progress, TrainConfig, train
 
 ADAPT_CROP = 256
@@ -42,13 +42,17 @@ class Adapted:
     steps: int
     seconds: float
     pd: int
-    check: SelfCheck | None  # None: not fine-tuned (``skipped`` says why)
+    check: SelfCheck | None  # None: not fine-tuned, the photos' noise being correlated
     luma: float = 0.0  # the photos' median luma noise statistic
-    skipped: str = ""
 
     @property
     def used(self) -> bool:
         return self.check is not None and self.check.passed
+
+    @property
+    def skipped(self) -> str:
+        """Why there was no fine-tune ("" when there was one)."""
+        return "correlated" if self.check is None else ""
 
 
 def adapt(model: UNet, images: Sequence[np.ndarray], steps: int, *, max_seconds: float | None = None,
@@ -73,8 +77,8 @@ def adapt(model: UNet, images: Sequence[np.ndarray], steps: int, *, max_seconds:
     config = TrainConfig(steps=steps, batch_size=ADAPT_BATCH, crop=min(ADAPT_CROP, _largest_crop(arrays, stride)),
                          lr=WARM_START_LR, lr_schedule="cosine", pd=stride, seed=seed, checkpoint_every=10**9,
                          checkpoint_seconds=float("inf"))
-    if luma > CORRELATED:
-        return Adapted(model, 0, 0.0, stride, None, luma, skipped="correlated")
+    if not loss_can_tell(luma):
+        return Adapted(model, 0, 0.0, stride, None, luma)
     held = tuple(a.astype(np.float32) / np.float32(65535) for a in arrays)
     before = held_out_loss(model, held, config)
     with tempfile.TemporaryDirectory(prefix="n2n-adapt-") as run_dir:

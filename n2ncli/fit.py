@@ -27,7 +27,8 @@ from n2ncli.io.image import IMAGE_EXTENSIONS, float_to_native, list_images, read
 from n2ncli.io.raw import RAW_EXTENSIONS, TRAIN_FLOOR, is_raw, read_packed, read_training_raw
 from n2ncli.noise import parse_noise
 from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, median_correlations, parse_pd
-from n2ncli.selfcheck import COLOUR_LIMIT, HeldOut, SelfCheck, held_out_colour, held_out_loss, split_held_out
+from n2ncli.selfcheck import (COLOUR_LIMIT, HeldOut, SelfCheck, held_out_colour, held_out_loss, loss_can_tell,
+                              split_held_out)
 from n2ncli.store import (ModelRecord, check_name, correlated_default, default_model, find_model, load_state,
                           models_dir, runs_dir, save_model, slugify, trained_blend)
 from n2ncli.train import (Progress, TrainConfig, TrainResult, ValidationPairs, load_checkpoint, train,
@@ -352,7 +353,7 @@ def _fit(request: FitRequest, world: World, on_progress: Callable[[Progress], No
     elif request.self_check:
         unchecked = "a run over several processes" if world.size > 1 else "the images stream from the files"
     held_luma = _held_luma(held) if held.arrays and kind == "srgb" and not request.noise else None
-    if held_luma is not None and held_luma > CORRELATED and on_progress is not None:
+    if not loss_can_tell(held_luma) and on_progress is not None:
         on_progress(Progress("unverifiable", 0, steps, noise_luma=held_luma))  # said before a long run, not after
     start_model = _init_model(init_state, channels)
     before = held_out_loss(start_model, held.arrays, config) if held.arrays else None

@@ -56,6 +56,12 @@ COLOUR_LIMIT = {"srgb": 0.05, "raw": 0.15}
 DARK_FLOOR = 0.02
 
 
+def loss_can_tell(noise_luma: float | None) -> bool:
+    """Whether the held-out loss ranks models on photos with this luma noise statistic (None: not
+    measured): not when it is correlated (module docstring). fit, the check and --adapt share it."""
+    return noise_luma is None or noise_luma <= CORRELATED
+
+
 @dataclass(frozen=True)
 class ColourShift:
     """How far a model moves each channel's mean on the held-out crops, as a fraction of it."""
@@ -106,7 +112,7 @@ class SelfCheck:
     @property
     def verifiable(self) -> bool:
         """Whether the loss can tell at all: not on correlated luma noise (module docstring)."""
-        return self.noise_luma is None or self.noise_luma <= CORRELATED
+        return loss_can_tell(self.noise_luma)
 
     @property
     def passed(self) -> bool:

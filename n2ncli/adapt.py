@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from n2ncli.data import LoadedImages
-from n2ncli.errors import ConfigError
+from n2ncli.errors import ConfigError, ImageReadError
 from n2ncli.fit import WARM_START_LR
 from n2ncli.nets.unet import UNet
 from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlations
@@ -103,7 +103,14 @@ def adapt_to_files(model: UNet | Callable[[bool], UNet], sources: Sequence[Path]
     if not sources:
         raise ConfigError("--adapt needs sRGB images among the inputs")
     picks = sorted({int(i) for i in np.linspace(0, len(sources) - 1, min(MAX_IMAGES, len(sources)))})
-    images = [read_image(sources[i]).to_float() for i in picks]
+    images = []
+    for i in picks:
+        try:
+            images.append(read_image(sources[i]).to_float())
+        except ImageReadError:  # the batch reports that file and goes on; --adapt learns from the others
+            continue
+    if not images:
+        raise ConfigError("--adapt could read none of the photos it picked")
     images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
     correlations = median_correlations(images)
     if not isinstance(model, UNet):

@@ -64,6 +64,17 @@ def test_denoise_adapt_leaves_a_camera_jpeg_to_the_model(n2n: Callable[..., Run]
     assert np.array_equal(read_image(tmp_path / "o.png").pixels, read_image(tmp_path / "plain.png").pixels)
 
 
+def test_denoise_adapt_on_a_folder_goes_on_past_a_broken_file(n2n: Callable[..., Run], real_jpegs: Path,
+                                                              tmp_path: Path) -> None:
+    photo = next(real_jpegs.iterdir())
+    (real_jpegs / "broken.jpg").write_bytes(photo.read_bytes()[:500])  # a truncated JPEG
+    run = n2n("denoise", real_jpegs, "-o", tmp_path / "out", "--adapt", "20")
+    assert run.code == 1  # one file failed
+    text = " ".join((run.out + run.err).split())
+    assert "--adapt: skipped" in text and "broken.jpg" in text and "wrote 6, failed 1" in text
+    assert len(list((tmp_path / "out").iterdir())) == 6
+
+
 @pytest.mark.slow
 def test_denoise_adapt_reports_whether_it_used_the_fine_tune(n2n: Callable[..., Run], kodak_crop,  # noqa: ANN001
                                                             tmp_path: Path) -> None:

@@ -104,9 +104,15 @@ class NoiseSpec:
                 x, level = clean[i:i + 1], draw_sensor(g)
                 draws.append((heteroscedastic(x, *level, g), heteroscedastic(x, *level, g)))
             return torch.cat([a for a, _ in draws]), torch.cat([b for _, b in draws])
-        if self.kind != "gaussian" or self.lo != self.hi:
-            raise ConfigError(f"independent targets are made for camera, sensor and fixed Gaussian noise, not {self.name}")
-        return self.apply(clean, generators), self.apply(clean, generators)
+        if self.kind != "gaussian":
+            raise ConfigError(f"independent targets are made for camera, sensor and Gaussian noise, not {self.name}")
+        draws = []
+        for i, g in enumerate(generators):  # one level per image, shared by its two draws
+            x = clean[i:i + 1]
+            sigma = self.levels(1, g, x.device).view(1, 1, 1, 1) / 255.0
+            draws.append(tuple(x + sigma * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+                               for _ in range(2)))
+        return torch.cat([a for a, _ in draws]), torch.cat([b for _, b in draws])
 
     def apply_numpy(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Noisy float32 copy of an HxWxC ``clean`` in [0,1] drawn from ``rng`` (evaluation)."""

@@ -153,3 +153,19 @@ def test_bayer_from_rgb_keeps_what_the_rgb_network_computes() -> None:
         y4 = bayer(torch.cat([x[:, :1], x[:, 1:2], x[:, 1:2], x[:, 2:]], dim=1))
     torch.testing.assert_close(y4[:, [0, 1, 3]], y, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(y4[:, 2], y4[:, 1])
+
+
+def test_grey_from_rgb_is_the_rgb_network_on_three_equal_channels() -> None:
+    """The grey warm start: one channel in gives the mean of what the RGB network gives it repeated."""
+    from n2ncli.nets.unet import grey_from_rgb
+
+    torch.manual_seed(0)
+    rgb = UNet(3).eval()
+    grey = UNet(1).eval()
+    grey.load_state_dict(grey_from_rgb(rgb.state_dict()))
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        expected = rgb(x.repeat(1, 3, 1, 1)).mean(dim=1, keepdim=True)
+        got = grey(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, x, atol=1e-3)  # a real network output, not the input back

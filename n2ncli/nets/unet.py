@@ -168,3 +168,23 @@ def bayer_from_rgb(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out["nin_c.weight"] = torch.cat([w[:1], w[1:2], w[1:2], w[2:]])
     out["nin_c.bias"] = torch.cat([b[:1], b[1:2], b[1:2], b[2:]])
     return out
+
+
+def grey_from_rgb(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A 3->3 U-Net's weights as a 1->1 one for grey images (a warm start).
+
+    It computes exactly what the RGB network gives a grey image repeated to three equal
+    channels, averaged back to one: the input weights of R, G and B are summed (in the first
+    conv and in the skip that concatenates the input), the three output rows averaged.
+    """
+    out = dict(state)
+
+    def summed(w: torch.Tensor, first: int) -> torch.Tensor:  # input channels first..first+2 are R, G, B
+        return torch.cat([w[:, :first], w[:, first:first + 3].sum(dim=1, keepdim=True), w[:, first + 3:]], dim=1)
+
+    out["enc_conv0.weight"] = summed(state["enc_conv0.weight"], 0)
+    skip = state["dec_conv1a.weight"]
+    out["dec_conv1a.weight"] = summed(skip, skip.shape[1] - 3)
+    out["nin_c.weight"] = state["nin_c.weight"].mean(dim=0, keepdim=True)
+    out["nin_c.bias"] = state["nin_c.bias"].mean(dim=0, keepdim=True)
+    return out

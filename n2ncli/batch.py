@@ -105,6 +105,7 @@ class DenoiseRun:
     failed: list[str]  # "path: reason" for entries that failed before the run
     records: dict[str, ModelRecord] = field(default_factory=dict)  # kind -> model
     camera: ModelRecord | None = None  # the real-photo model for correlated-noise images
+    grey: ModelRecord | None = None  # the 1-channel model for greyscale images
     predictors: dict[str, Predictor] = field(default_factory=dict)
     options: TileOptions = field(default_factory=TileOptions)
     where: str = ""  # backend and device, for the status line
@@ -143,11 +144,13 @@ def plan_run(request: DenoiseRequest) -> DenoiseRun:
     return DenoiseRun(request, plan, jobs, skipped, failed)
 
 
-def choose_records(jobs: list[Job], model: str | None) -> tuple[dict[str, ModelRecord], ModelRecord | None]:
-    """(kind -> model, real-photo model or None) for these jobs: ``model`` when named, which
-    must be of the kind of every input; else each kind's default, and the real-photo model
-    beside the sRGB default for images whose noise is correlated."""
-    from n2ncli.store import correlated_default, default_model, find_model
+def choose_records(jobs: list[Job], model: str | None
+                   ) -> tuple[dict[str, ModelRecord], ModelRecord | None, ModelRecord | None]:
+    """(kind -> model, real-photo model or None, grey model or None) for these jobs: ``model``
+    when named, which must be of the kind of every input; else each kind's default, and beside
+    the sRGB default the real-photo model for images whose noise is correlated and the grey
+    model for greyscale images."""
+    from n2ncli.store import correlated_default, default_model, find_model, grey_default
 
     if model:
         record = find_model(model)
@@ -156,9 +159,11 @@ def choose_records(jobs: list[Job], model: str | None) -> tuple[dict[str, ModelR
             what = "raw files" if record.kind == "srgb" else "sRGB images"
             raise IncompatibleModelError(f"model {record.name!r} is a {record.kind} model; it cannot denoise "
                                          f"{what} ({other[0]}{' and more' if len(other) > 1 else ''})")
-        return {record.kind: record}, None
+        return {record.kind: record}, None, None
     records = {k: default_model(k) for k in sorted({job.kind for job in jobs})}
-    return records, correlated_default() if "srgb" in records else None
+    if "srgb" not in records:
+        return records, None, None
+    return records, correlated_default(), grey_default()
 
 
 def dng_record(record: ModelRecord, request: DenoiseRequest, options: TileOptions) -> dict[str, Any]:
@@ -176,7 +181,7 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
     from n2ncli.store import trained_blend, trained_stride
 
     req = run.request
-    records, camera = choose_records(run.jobs, req.model)
+    records, camera, grey = choose_records(run.jobs, req.model)
 
     def predictor(record: ModelRecord) -> Predictor:
         return make_predictor(record, req.backend, req.device, run.notes, precision=req.precision, compile=req.compile)
@@ -190,28 +195,35 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
         else:
             predictors["srgb"] = adapted
             blend = trained_blend(run.adapted_from)  # the fine-tuned model keeps its origin's PD blend
-            camera = None
+            camera = grey = None  # the model fine-tuned on these photos serves them all
     first = next(iter(predictors.values()))
     options = req.tile_options()
     if req.tile.strip().lower() == "auto":
         options = TileOptions(tile=choose_tile(first, req.batch, options.context), overlap=req.overlap, batch=req.batch)
         run.notes.append(f"--tile auto: {options.tile} px from the free memory")
     where = describe(first)
-    if req.self_ensemble:
+    def served(p: Predictor) -> Predictor:
+        if not req.self_ensemble:
+            return p
         from n2ncli.baselines import SelfEnsemble
 
-        predictors = {k: SelfEnsemble(p) for k, p in predictors.items()}
+        return SelfEnsemble(p)
+
+    predictors = {k: served(p) for k, p in predictors.items()}
+    if req.self_ensemble:
         where += ", x8 self-ensemble"
     if "raw" in predictors and req.noise_guard:
         predictors["raw"] = NoiseGuarded(predictors["raw"])
     if "srgb" in predictors:
-        extra = predictor(camera) if camera else None
+        extra = served(predictor(camera)) if camera else None
         predictors["srgb"] = PdSelector(predictors["srgb"], parse_pd(req.pd), trained_stride(records["srgb"]), extra,
                                         trained_stride(camera) if camera else None,
                                         blend=blend,
-                                        correlated_blend=trained_blend(camera) if camera else 0.0)
+                                        correlated_blend=trained_blend(camera) if camera else 0.0,
+                                        grey=served(predictor(grey)) if grey else None)
         where += f", pd {req.pd.lower()}"
-    run.records, run.camera, run.predictors, run.options, run.where = records, camera, predictors, options, where
+    run.records, run.camera, run.grey = records, camera, grey
+    run.predictors, run.options, run.where = predictors, options, where
     raw = records.get("raw")
     run.writing = OutputSettings(linear=req.linear, software=f"n2ncli {__version__}",
                                  record=None if raw is None else dng_record(raw, req, options), quality=req.quality,

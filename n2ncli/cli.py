@@ -153,7 +153,7 @@ def _error(message: str, where: Console | None = None) -> None:
 def denoise(
     inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Image files (PNG, JPEG, TIFF incl. 32-bit float, HEIC/HEIF, AVIF, WebP), raw files (DNG, CR2, NEF, ARW, ...), folders, or - for an image on stdin.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder, or - for stdout (one image; the format from --format, else the input's). Default: beside each input as <stem>.n2n.<ext> (.dng for raws); stdout for stdin.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: srgb-camera for photos whose noise is correlated between pixels (camera and phone JPEGs), the blind srgb-gaussian5-50 for the others; for raws your newest fitted raw model (or -m raw-camera, shipped).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in the store, or a model folder. Default: srgb-camera for photos whose noise is correlated between pixels (camera and phone JPEGs), grey-gaussian5-50 for greyscale photos with independent noise, the blind srgb-gaussian5-50 for the others; for raws your newest fitted raw model (or -m raw-camera, shipped).")] = None,
     backend: Annotated[str, typer.Option(help="auto (on a CPU with bf16 units, AVX-512 BF16 or AMX: PyTorch bf16; on other CPUs ONNX Runtime when installed; PyTorch on GPUs), torch or onnx.")] = "auto",
     device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (fp16 on CUDA, bf16 on CPUs with bf16 units for at most 0.015 dB, else fp32; the status line says which), or fp32, bf16, fp16 on PyTorch (fp16 on a CPU runs as bf16 or fp32).")] = "auto",
@@ -207,6 +207,8 @@ def denoise(
     if run.camera is not None:
         used = (f"[bold]{run.camera.name}[/] for photos with camera-correlated noise (JPEGs from cameras and phones), "
                 f"{used} for the others")
+    if run.grey is not None:
+        used += f", [bold]{run.grey.name}[/] for greyscale ones"
     console.print(f"model {used} on {escape(run.where)}; {len(run.jobs)} file(s)", highlight=False)
     t0 = time.perf_counter()
     with _progress() as progress:

@@ -29,8 +29,8 @@ from n2ncli.noise import parse_noise
 from n2ncli.pd import CORRELATED, CORRELATED_STRIDE, median_correlation, median_correlations, parse_pd
 from n2ncli.selfcheck import (COLOUR_LIMIT, HeldOut, SelfCheck, held_out_colour, held_out_loss, loss_can_tell,
                               split_held_out)
-from n2ncli.store import (ModelRecord, check_name, correlated_default, default_model, find_model, load_state,
-                          models_dir, runs_dir, save_model, slugify, trained_blend)
+from n2ncli.store import (ModelRecord, check_name, correlated_default, default_model, find_model, grey_default,
+                          load_state, models_dir, runs_dir, save_model, slugify, trained_blend)
 from n2ncli.train import (Progress, TrainConfig, TrainResult, ValidationPairs, load_checkpoint, train,
                           training_autocast)
 
@@ -218,11 +218,14 @@ def resolve_init(init: str, kind: str, channels: int, correlated: bool = False) 
 
     ``correlated``: photos whose noise is correlated between pixels (camera JPEGs) start from the
     real-photo model, which ``denoise`` would use on them, rather than the blind default.
+    Greyscale photos start from the shipped grey model.
     """
     if init == "none":
         return None, "none"
     try:
-        photo = correlated_default() if init == "default" and kind == "srgb" and correlated else None
+        photo = None
+        if init == "default" and kind == "srgb":
+            photo = grey_default() if channels == 1 else correlated_default() if correlated else None
         record = photo or (default_model(kind) if init == "default" else find_model(init))
     except ModelNotFoundError:
         if init == "default":  # no model of this kind installed: start from scratch

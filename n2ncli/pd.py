@@ -220,11 +220,15 @@ class PdSelector(_Forwarding):
     others at 1. ``correlated`` is the predictor for correlated noise when it differs from
     ``inner`` (the real-photo model beside the blind one). Tiles call ``predict`` of the
     predictor :meth:`for_image` returns for their image, so one image never mixes settings.
+    ``grey`` is the 1-channel model for grey images whose noise is independent between pixels;
+    the others, and all grey images without it, run through the RGB models as three equal
+    channels (``denoise_image_data``): on the real pairs' luma, correlated, the real-photo model
+    that way beat the grey one through PD2 (docs/models.md).
     """
 
     def __init__(self, inner: Predictor, stride: int | None, correlated_stride: int = CORRELATED_STRIDE,
                  correlated: Predictor | None = None, correlated_with: int | None = None,
-                 blend: float = 0.0, correlated_blend: float = 0.0) -> None:
+                 blend: float = 0.0, correlated_blend: float = 0.0, grey: Predictor | None = None) -> None:
         self.inner, self.stride = inner, stride
         self.correlated_stride = check_stride(correlated_stride)
         self.correlated = correlated
@@ -232,6 +236,9 @@ class PdSelector(_Forwarding):
         # auto's PD output mixed with this share of the plain one (each model's ``pd_blend``);
         # an explicit --pd N is pixel-shuffle alone
         self.blend, self.correlated_blend = blend, correlated_blend
+        if grey is not None and grey.channels != 1:
+            raise ConfigError(f"the grey model takes {grey.channels}-channel input, not 1")
+        self.grey = grey
         self.channels = inner.channels
 
 
@@ -244,9 +251,12 @@ class PdSelector(_Forwarding):
         Gaussian sigma 15 as JPEG q92 4:2:0: srgb-camera plain 31.74 dB, through PD2 with its
         blend 31.21; the blind model 29.42 / 29.30; docs/real-noise.md).
         """
-        if self.stride is not None and self.correlated is None:
+        grey = self.grey is not None and image.shape[-1] == 1
+        if self.stride is not None and self.correlated is None and not grey:
             return self.inner, self.stride
         luma, chroma = noise_correlations(image)
+        if grey and luma <= CORRELATED:
+            return self.grey, self.stride or 1
         if max(luma, chroma) <= CORRELATED:
             return self.inner, self.stride or 1
         if self.correlated is None:

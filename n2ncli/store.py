@@ -42,6 +42,9 @@ RAW_DEFAULT = "raw-camera"
 #: The shipped model for photos whose noise is correlated between pixels (camera JPEGs), used by
 #: default for them instead of the blind one (docs/real-noise.md).
 CORRELATED_DEFAULT = "srgb-camera"
+#: The shipped 1-channel model for greyscale photos (and the luma of JPEGs whose luma noise is
+#: independent): the RGB models leave most of the noise that is equal in every channel.
+GREY_DEFAULT = "grey-gaussian5-50"
 KINDS = ("srgb", "raw")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: Channel counts the models take: grey and RGB photos (sRGB), packed RGGB mosaics (raw).
@@ -297,6 +300,14 @@ def correlated_default() -> ModelRecord | None:
     """The shipped real-photo model, or None where it is missing."""
     try:
         return find_model(CORRELATED_DEFAULT)
+    except ModelNotFoundError:
+        return None
+
+
+def grey_default() -> ModelRecord | None:
+    """The shipped grey model, or None where it is missing (grey photos then run through the RGB one)."""
+    try:
+        return find_model(GREY_DEFAULT)
     except ModelNotFoundError:
         return None
 

@@ -243,3 +243,20 @@ def test_a_short_raw_fit_from_the_shipped_model_keeps_the_colours(chart: Path, o
     assert outcome.init == "raw-camera" and not outcome.too_brief
     assert check is not None and check.held == "strips" and check.colour_passed
     assert check.colour_after.worst < 0.15 / 2 and outcome.record.extra["self_check"]["colour"]["passed"] is True
+
+
+def test_a_fit_on_grey_photos_starts_from_the_shipped_grey_model(tmp_path: Path, kodak_crop,  # noqa: ANN001
+                                                                 one_thread: None) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, image in enumerate(("kodim01.png", "kodim23.png")):
+        grey = kodak_crop(0, 0, 96, 96, image=image).mean(axis=2)
+        Image.fromarray(np.clip(np.rint(grey + rng.normal(0, 20, grey.shape)), 0, 255).astype(np.uint8),
+                        mode="L").save(folder / f"{i}.png")
+    outcome = fit(FitRequest(inputs=(folder,), name="scans", steps=1, crop=64, batch_size=1, checkpoint_every=100,
+                             self_check=False))
+    assert outcome.record.in_channels == 1
+    assert outcome.init == "grey-gaussian5-50"  # not from scratch, as before there was a grey model

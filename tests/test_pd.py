@@ -163,3 +163,25 @@ def test_auto_keeps_stride_1_when_only_a_jpegs_chroma_is_correlated(kodak_crop, 
     assert PdSelector(blind, None, 2).choice(jpeg) == (blind, 1)
     assert PdSelector(blind, 2, 2, camera).choice(jpeg) == (camera, 2)  # an explicit --pd still rules
     assert selector.for_image(jpeg) is camera
+
+
+def test_selector_sends_grey_images_to_the_grey_model(kodak_crop) -> None:
+    """A 1-channel image with independent noise goes to the grey model (at stride 1, or an
+    explicit --pd); one whose noise neighbours share goes where a colour one would (the real-photo
+    model through PD); colour images never go to it."""
+    rng = np.random.default_rng(0)
+    clean = kodak_crop(0, 0, 128, 128, image="kodim23.png").astype(np.float32).mean(axis=2, keepdims=True) / 255
+    grey_img = clean + rng.normal(0, 25 / 255, clean.shape).astype(np.float32)
+    shared = clean + np.repeat(np.repeat(rng.normal(0, 25 / 255, (64, 64, 1)), 2, 0), 2, 1).astype(np.float32)
+    colour = np.repeat(grey_img, 3, axis=2)
+    blind, camera, grey = Identity(3), Identity(3), Identity(1)
+    selector = PdSelector(blind, None, 2, camera, 2, correlated_blend=0.5, grey=grey)
+    assert selector.choice(grey_img) == (grey, 1)
+    assert selector.for_image(grey_img) is grey
+    assert selector.choice(shared) == (camera, 2)
+    assert selector.choice(colour)[0] is not grey
+    assert PdSelector(blind, 3, 2, grey=grey).choice(grey_img) == (grey, 3)
+    assert PdSelector(blind, None, 2).choice(grey_img) == (blind, 1)  # no grey model: the RGB one, as before
+    with pytest.raises(ConfigError, match="grey model"):
+        PdSelector(blind, None, 2, grey=Identity(3))
+

@@ -47,3 +47,18 @@ def training_rate(crop: int, steps: int = 12, batch: int = 4) -> float:
         train(cfg, images, device=torch.device("cpu"), run_dir=Path(tmp),
               on_progress=lambda p: marks.append(time.perf_counter()) if p.event == "step" else None)
     return (len(marks) - 2) / (marks[-1] - marks[1])
+
+
+def checkpoint_progress(run_dir: Path) -> Callable[[object], None]:
+    """A ``train`` progress callback for the CPU training scripts: a line every 25 steps, and a
+    copy of the checkpoint every 500 (``checkpoint-<step>.pt``) to ship the best of later."""
+    import shutil
+
+    def progress(p) -> None:  # noqa: ANN001 - n2ncli.train.Progress
+        if p.event == "step" and p.step % 25 == 0:
+            print(f"step {p.step}/{p.total} loss {p.loss:.6f} gamma {p.gamma:.2f} lr {p.lr:.2e} "
+                  f"{p.steps_per_second:.3f} steps/s", flush=True)
+        if p.event == "checkpoint" and p.step % 500 == 0:
+            shutil.copyfile(run_dir / "checkpoint.pt", run_dir / f"checkpoint-{p.step}.pt")
+
+    return progress

@@ -19,23 +19,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import cpu_name
+from _common import checkpoint_progress, cpu_name
 
 from n2ncli.data import LoadedImages
 from n2ncli.fit import read_pixels
 from n2ncli.io.image import list_images
+from n2ncli.luma import LUMA
 from n2ncli.nets.unet import UNet, grey_from_rgb
 from n2ncli.store import SHIPPED_DIR, build_model, find_model, save_model
 from n2ncli.train import TrainConfig, load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
-#: BT.601 luma weights (JPEG's Y).
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def config_for(args: argparse.Namespace) -> TrainConfig:
@@ -89,13 +87,7 @@ def main() -> None:
         images = grey_images(args.data)
         print(f"{len(images.arrays)} grey images ({images.nbytes / 2**20:.0f} MiB)", flush=True)
 
-        def progress(p) -> None:  # noqa: ANN001
-            if p.event == "step" and p.step % 25 == 0:
-                print(f"step {p.step}/{p.total} loss {p.loss:.6f} gamma {p.gamma:.2f} lr {p.lr:.2e} "
-                      f"{p.steps_per_second:.3f} steps/s", flush=True)
-            if p.event == "checkpoint" and p.step % 500 == 0:
-                shutil.copyfile(run_dir / "checkpoint.pt", run_dir / f"checkpoint-{p.step}.pt")
-
+        progress = checkpoint_progress(run_dir)
         result = train(config, images, device=torch.device("cpu"), run_dir=run_dir, resume=ckpt.exists(),
                        init_state=grey_from_rgb(build_model(blind).state_dict()), on_progress=progress,
                        extra={"init": blind.name})

@@ -18,11 +18,11 @@ Resumable: run it again with the same arguments and it continues from
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import checkpoint_progress
 
 from n2ncli.data import LoadedImages
 from n2ncli.fit import read_pixels
@@ -99,13 +99,7 @@ def main() -> None:
         images = clean_mosaics(args.data, args.seed)
         print(f"{len(images.arrays)} clean mosaics ({images.nbytes / 2**20:.0f} MiB)", flush=True)
 
-        def progress(p) -> None:  # noqa: ANN001
-            if p.event == "step" and p.step % 25 == 0:
-                print(f"step {p.step}/{p.total} loss {p.loss:.6f} gamma {p.gamma:.2f} lr {p.lr:.2e} "
-                      f"{p.steps_per_second:.3f} steps/s", flush=True)
-            if p.event == "checkpoint" and p.step % 500 == 0:
-                shutil.copyfile(run_dir / "checkpoint.pt", run_dir / f"checkpoint-{p.step}.pt")
-
+        progress = checkpoint_progress(run_dir)
         resume = ckpt.exists()
         note = load_checkpoint(ckpt).get("extra", {}).get("rescheduled", "") if resume else ""
         result = train(config, images, device=torch.device("cpu"), run_dir=run_dir, resume=resume,

@@ -220,7 +220,7 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
                                         trained_stride(camera) if camera else None,
                                         blend=blend,
                                         correlated_blend=trained_blend(camera) if camera else 0.0,
-                                        grey=served(predictor(grey)) if grey else None)
+                                        grey=_Deferred(lambda: served(predictor(grey)), 1) if grey else None)
         where += f", pd {req.pd.lower()}"
     run.records, run.camera, run.grey = records, camera, grey
     run.predictors, run.options, run.where = predictors, options, where
@@ -229,6 +229,21 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
                                  record=None if raw is None else dng_record(raw, req, options), quality=req.quality,
                                  dng_compression=req.dng_compression,
                                  stream_format=None if req.suffix in (None, ".dng") else image_format(req.suffix))
+
+
+class _Deferred:
+    """A predictor built on first use: the grey model costs a load (and on CPU an ONNX export)
+    that most runs, with no greyscale photo, never need."""
+
+    def __init__(self, build: Callable[[], Predictor], channels: int) -> None:
+        self._build, self._built, self.channels = build, None, channels
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - predict, provider... of the built predictor
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._built is None:
+            self._built = self._build()
+        return getattr(self._built, name)
 
 
 def _adapted(record: ModelRecord, camera: ModelRecord | None, jobs: list[Job], req: DenoiseRequest,

@@ -16,10 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from n2ncli.backends import Predictor
+from n2ncli.pd import _YCC
 
-#: BT.601 luma weights, as JPEG's Y. They sum to 1: adding ``d`` to R, G and B moves Y by ``d``
-#: and leaves Cb and Cr as they were.
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+#: BT.601 luma weights, as JPEG's Y (the first row of ``pd._YCC``). They sum to 1: adding ``d``
+#: to R, G and B moves Y by ``d`` and leaves Cb and Cr as they were.
+LUMA = _YCC[0]
 
 
 def luma(batch: np.ndarray) -> np.ndarray:

@@ -419,7 +419,7 @@ def fit(
     inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Folders or files of noisy photos or raw files (or clean ones with --noise).", show_default=False)],
     name: Annotated[Optional[str], typer.Option(help="Model name in the store (default: the folder's name).")] = None,
     kind: Annotated[str, typer.Option(help="auto (raw when the inputs are raw files), srgb or raw: which files of a mixed folder to train on.")] = "auto",
-    noise: Annotated[Optional[str], typer.Option(help="Add synthetic noise to clean images: gaussian25, gaussian5-50, poisson30, poisson5-50, gaussian:SIGMA, poisson:LAMBDA, camera (real-camera noise: a random camera and ISO, developed to 8-bit/JPEG); for clean raws poisson-gaussian:A,B (variance A*x+B, normalised).")] = None,
+    noise: Annotated[Optional[str], typer.Option(help="Add synthetic noise to clean images: gaussian25, gaussian5-50, poisson30, poisson5-50, gaussian:SIGMA, poisson:LAMBDA, jpeg (Gaussian sigma 5-50 saved as an 8-bit file: JPEG 4:2:0, 4:4:4 or none; jpeg:SIGMA, jpeg:LO-HI), camera (real-camera noise: a random camera and ISO, developed to 8-bit/JPEG); for clean raws poisson-gaussian:A,B (variance A*x+B, normalised).")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the images (default 100, as the paper).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps (instead of --epochs).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Crops per step in each process (default 4); the global batch is this x the number of processes. A resume keeps the run's global batch.")] = None,

@@ -5,9 +5,12 @@ Names: ``gaussian25``, ``gaussian5-50``, ``poisson30``, ``poisson5-50``, ``gauss
 ``gaussian:LO-HI``, ``poisson:LAMBDA``, ``poisson:LO-HI`` (sigma on the 0-255 scale, lambda on
 intensities in [0, 1]), and for raw mosaics ``poisson-gaussian:A,B``: the heteroscedastic camera
 model, variance ``A*x + B`` in normalised units (A: shot-noise gain, B: read-noise variance).
-``camera`` is real-camera noise: each image is unprocessed to a raw mosaic, given sensor noise at
-a random ISO, developed and saved as an 8-bit (often 4:2:0 JPEG) file by a random camera
-(``n2ncli.synthesis``): the noise is correlated between pixels and channels, as in real photos.
+``jpeg`` (``jpeg:SIGMA``, ``jpeg:LO-HI``; default sigma 5-50) is Gaussian noise saved as a file:
+clipped, 8-bit and, per image, JPEG 4:2:0, 4:4:4 or none at quality 75-98 (the noise of a
+photo edited or shot without in-camera processing, then saved as JPEG: 4:2:0 chroma makes
+its colour noise blotchy, correlated over 2x2 pixels and more). ``camera`` is real-camera
+noise: each image is unprocessed to a raw mosaic, given sensor noise at a random ISO, developed
+and saved as an 8-bit (often 4:2:0 JPEG) file by a random camera (``n2ncli.synthesis``): the noise is correlated between pixels and channels, as in real photos.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import torch
 from n2ncli.errors import ConfigError
 
 PRESETS = ("gaussian25", "gaussian5-50", "poisson30", "poisson5-50")  # the paper's (eval --noise all)
-_PATTERN = re.compile(r"^(gaussian|poisson)[:]?([0-9.]+)(?:-([0-9.]+))?$")
+_PATTERN = re.compile(r"^(gaussian|poisson|jpeg)[:]?([0-9.]+)(?:-([0-9.]+))?$")
+JPEG_DEFAULT = (5.0, 50.0)  # ``jpeg`` alone: the blind model's sigma range
 _CAMERA_PATTERN = re.compile(r"^poisson-gaussian:([0-9.e+-]+),([0-9.e+-]+)$")
 
 
@@ -30,6 +34,7 @@ _CAMERA_PATTERN = re.compile(r"^poisson-gaussian:([0-9.e+-]+),([0-9.e+-]+)$")
 class NoiseSpec:
     """Gaussian (level = sigma on 0-255) or Poisson (level = lambda), fixed if lo == hi;
     or poisson-gaussian with shot gain ``lo`` (= ``hi``) and read-noise variance ``read``;
+    or jpeg (Gaussian sigma in [lo, hi] saved as an 8-bit file, JPEG settings drawn per image);
     or camera (levels unused: each image draws its own camera and ISO);
     or sensor (linear raw values, e.g. packed mosaics: each image draws its own shot and read
     variance from Brooks et al.'s calibration, ``n2ncli.synthesis.draw_sensor``)."""
@@ -48,6 +53,8 @@ class NoiseSpec:
         if self.kind == "poisson-gaussian":
             return f"poisson-gaussian:{fmt(self.lo)},{fmt(self.read)}"
         level = fmt(self.lo) if self.lo == self.hi else f"{fmt(self.lo)}-{fmt(self.hi)}"
+        if self.kind == "jpeg":
+            return "jpeg" if (self.lo, self.hi) == JPEG_DEFAULT else f"jpeg:{level}"
         name = f"{self.kind}{level}"
         return name if name in PRESETS else f"{self.kind}:{level}"
 
@@ -77,6 +84,8 @@ class NoiseSpec:
             from n2ncli.synthesis import draw_sensor, heteroscedastic
 
             return torch.cat([heteroscedastic(clean[i:i + 1], *draw_sensor(generator), generator) for i in range(n)])
+        if self.kind == "jpeg":
+            return torch.cat([self._jpeg(clean[i:i + 1], generator, 1)[0] for i in range(n)])
         if self.kind == "poisson-gaussian":
             shot = torch.poisson(clean.clamp(min=0) / self.lo, generator=generator) * self.lo
             read = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
@@ -104,8 +113,11 @@ class NoiseSpec:
                 x, level = clean[i:i + 1], draw_sensor(g)
                 draws.append((heteroscedastic(x, *level, g), heteroscedastic(x, *level, g)))
             return torch.cat([a for a, _ in draws]), torch.cat([b for _, b in draws])
+        if self.kind == "jpeg":
+            draws = [self._jpeg(clean[i:i + 1], g, 2) for i, g in enumerate(generators)]
+            return torch.cat([a for a, _ in draws]), torch.cat([b for _, b in draws])
         if self.kind != "gaussian":
-            raise ConfigError(f"independent targets are made for camera, sensor and Gaussian noise, not {self.name}")
+            raise ConfigError(f"independent targets are made for camera, sensor, jpeg and Gaussian noise, not {self.name}")
         draws = []
         for i, g in enumerate(generators):  # one level per image, shared by its two draws
             x = clean[i:i + 1]
@@ -114,6 +126,12 @@ class NoiseSpec:
                                for _ in range(2)))
         return torch.cat([a for a, _ in draws]), torch.cat([b for _, b in draws])
 
+    def _jpeg(self, x: torch.Tensor, generator: torch.Generator | None, count: int) -> list[torch.Tensor]:
+        """``count`` files of one 1x3xHxW image: one sigma and one encoding, independent noise."""
+        from n2ncli.synthesis import jpeg_files
+
+        return jpeg_files(x, float(self.levels(1, generator, x.device)), generator, count)
+
     def apply_numpy(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Noisy float32 copy of an HxWxC ``clean`` in [0,1] drawn from ``rng`` (evaluation)."""
         if self.kind == "sensor":
@@ -121,7 +139,7 @@ class NoiseSpec:
 
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
             return heteroscedastic(torch.from_numpy(clean.astype(np.float32)), *draw_sensor(g), g).numpy()
-        if self.kind == "camera":
+        if self.kind in ("camera", "jpeg"):
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
             t = torch.from_numpy(np.ascontiguousarray(clean.transpose(2, 0, 1), dtype=np.float32))[None]
             h, w = t.shape[-2:]
@@ -143,6 +161,8 @@ def parse_noise(text: str) -> NoiseSpec:
     """Parse a noise name; ConfigError quoting the bad value otherwise."""
     if text.strip().lower() in ("camera", "sensor"):
         return NoiseSpec(text.strip().lower(), 0.0, 0.0)
+    if text.strip().lower() == "jpeg":
+        return NoiseSpec("jpeg", *JPEG_DEFAULT)
     camera = _CAMERA_PATTERN.match(text.strip().lower())
     if camera:
         try:
@@ -155,7 +175,8 @@ def parse_noise(text: str) -> NoiseSpec:
     m = _PATTERN.match(text.strip().lower())
     if not m:
         raise ConfigError(
-            f"unknown noise {text!r}: use one of {', '.join(PRESETS)}, camera, sensor, gaussian:SIGMA, poisson:LAMBDA "
+            f"unknown noise {text!r}: use one of {', '.join(PRESETS)}, camera, jpeg, sensor, gaussian:SIGMA, jpeg:SIGMA, "
+            "poisson:LAMBDA "
             "or poisson-gaussian:A,B")
     kind, lo_s, hi_s = m.groups()
     try:

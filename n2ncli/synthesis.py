@@ -102,12 +102,7 @@ class CameraParams:
             lo, hi = math.log(SHOT_RANGE[0]), math.log(SHOT_RANGE[1])
             shot = math.exp(lo + (hi - lo) * u[0])
         read = read_for(shot, z[0])
-        jpeg, acc = JPEG_CHOICES[-1][0], 0.0
-        for name, p in JPEG_CHOICES:
-            acc += p
-            if u[7] < acc:
-                jpeg = name
-                break
+        jpeg, quality = file_encoding(u[7], u[9])
         return cls(
             rgb_to_camera=rgb_to_cam,
             red_gain=RED_GAIN[0] + (RED_GAIN[1] - RED_GAIN[0]) * u[1],
@@ -119,7 +114,7 @@ class CameraParams:
             luma_sigma=LUMA_NR_SIGMA[0] + (LUMA_NR_SIGMA[1] - LUMA_NR_SIGMA[0]) * u[11],
             luma_mix=LUMA_NR_MIX[0] + (LUMA_NR_MIX[1] - LUMA_NR_MIX[0]) * u[12],
             sharpen=(SHARPEN_AMOUNT[0] + (SHARPEN_AMOUNT[1] - SHARPEN_AMOUNT[0]) * u[8]) if u[6] < SHARPEN_P else 0.0,
-            jpeg=jpeg, quality=int(round(JPEG_QUALITY[0] + (JPEG_QUALITY[1] - JPEG_QUALITY[0]) * u[9])),
+            jpeg=jpeg, quality=quality,
         )
 
     @property
@@ -299,14 +294,33 @@ def sharpen(srgb: torch.Tensor, amount: float) -> torch.Tensor:
     return srgb + amount * (srgb - gaussian_blur(srgb, 1.0))
 
 
-def encode(srgb: torch.Tensor, p: CameraParams) -> torch.Tensor:
-    """Clip, quantise to 8 bits and, per ``p``, JPEG-compress (PIL) and decode: what the file holds."""
+def file_encoding(u_kind: float, u_quality: float) -> tuple[str, int]:
+    """How a file is saved, from two uniforms in [0, 1): ``JPEG_CHOICES`` and ``JPEG_QUALITY``."""
+    jpeg, acc = JPEG_CHOICES[-1][0], 0.0
+    for name, p in JPEG_CHOICES:
+        acc += p
+        if u_kind < acc:
+            jpeg = name
+            break
+    return jpeg, int(round(JPEG_QUALITY[0] + (JPEG_QUALITY[1] - JPEG_QUALITY[0]) * u_quality))
+
+
+def draw_file_encoding(generator: torch.Generator | None = None) -> tuple[str, int]:
+    """A random file encoding (JPEG 4:2:0 / 4:4:4 / none, and quality) from ``generator``."""
+    dev = generator.device if generator is not None else "cpu"
+    u = torch.rand(2, generator=generator, dtype=torch.float64, device=dev).tolist()
+    return file_encoding(u[0], u[1])
+
+
+def encode(srgb: torch.Tensor, jpeg: str, quality: int) -> torch.Tensor:
+    """Clip, quantise to 8 bits and, unless ``jpeg`` is "none", JPEG-compress (PIL) with 4:2:0
+    ("420") or 4:4:4 ("444") chroma at ``quality`` and decode: what the file holds."""
     from PIL import Image
 
     u8 = (srgb.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    if p.jpeg != "none":
+    if jpeg != "none":
         buf = io.BytesIO()
-        Image.fromarray(u8).save(buf, format="JPEG", quality=p.quality, subsampling=2 if p.jpeg == "420" else 0)
+        Image.fromarray(u8).save(buf, format="JPEG", quality=quality, subsampling=2 if jpeg == "420" else 0)
         u8 = np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
     out = torch.from_numpy(np.ascontiguousarray(u8)).to(srgb.device, torch.float32).permute(2, 0, 1)[None] / 255.0
     return out.to(srgb.dtype)
@@ -331,7 +345,7 @@ def _engine(srgb: torch.Tensor, p: CameraParams) -> torch.Tensor:
 
 def _file(mosaic: torch.Tensor, p: CameraParams, generator: torch.Generator | None) -> torch.Tensor:
     """The file the camera writes for a fresh sensor-noise draw on ``mosaic``."""
-    return encode(_engine(develop(sensor_noise(mosaic, p, generator), p), p), p)
+    return encode(_engine(develop(sensor_noise(mosaic, p, generator), p), p), p.jpeg, p.quality)
 
 
 def camera_files(clean: torch.Tensor, p: CameraParams, generator: torch.Generator | None, count: int) -> list[torch.Tensor]:
@@ -339,6 +353,17 @@ def camera_files(clean: torch.Tensor, p: CameraParams, generator: torch.Generato
     (one unprocessing shared by all)."""
     mosaic = unprocess(clean, p)
     return [_file(mosaic, p, generator) for _ in range(count)]
+
+
+def jpeg_files(clean: torch.Tensor, sigma: float, generator: torch.Generator | None, count: int,
+               encoding: tuple[str, int] | None = None) -> list[torch.Tensor]:
+    """``count`` files of one 1x3xHxW sRGB image with independent Gaussian noise of ``sigma``
+    (0-255) added in sRGB, each clipped, quantised and saved with one encoding (drawn from
+    ``generator`` unless given): noise independent between pixels, except what 4:2:0 chroma
+    and the JPEG blocks make of it."""
+    jpeg, quality = encoding or draw_file_encoding(generator)
+    return [encode(clean + torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+                   * (sigma / 255.0), jpeg, quality) for _ in range(count)]
 
 
 def camera_noise(clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

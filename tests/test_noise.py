@@ -24,6 +24,9 @@ def _gen(seed: int) -> torch.Generator:
     ("poisson:10-20", NoiseSpec("poisson", 10.0, 20.0)),
     ("poisson:0.5", NoiseSpec("poisson", 0.5, 0.5)),
     ("  Gaussian:15 ", NoiseSpec("gaussian", 15.0, 15.0)),
+    ("jpeg", NoiseSpec("jpeg", 5.0, 50.0)),
+    ("jpeg:15", NoiseSpec("jpeg", 15.0, 15.0)),
+    ("jpeg:5-20", NoiseSpec("jpeg", 5.0, 20.0)),
 ])
 def test_parse(text: str, spec: NoiseSpec) -> None:
     assert parse_noise(text) == spec
@@ -32,7 +35,7 @@ def test_parse(text: str, spec: NoiseSpec) -> None:
 @pytest.mark.parametrize("bad", [
     "", "gaussian", "gaussian:", "uniform:10", "salt25", "gaussian:0", "poisson:0-5", "gaussian:50-5",
     "gaussian:1.2.3", "gaussian:.", "gaussian:-5", "poisson:abc", "gaussian:5-", "gaussian:5-10-20",
-    "gaussian 25",
+    "gaussian 25", "jpeg:", "jpeg:0", "jpeg:20-10",
 ])
 def test_bad_noise_strings_are_config_errors_quoting_the_value(bad: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -42,7 +45,7 @@ def test_bad_noise_strings_are_config_errors_quoting_the_value(bad: str) -> None
 
 @pytest.mark.parametrize("name", [
     *PRESETS, "gaussian:15", "gaussian:2.5", "gaussian:10-20", "poisson:10-20", "poisson:7.5", "gaussian:12.5-37.5",
-    "poisson:1000000", "gaussian:12.3456789",
+    "poisson:1000000", "gaussian:12.3456789", "jpeg", "jpeg:15", "jpeg:5-20",
 ])
 def test_names_round_trip(name: str) -> None:
     spec = parse_noise(name)

@@ -145,3 +145,35 @@ def test_sensor_noise_spec_draws_one_exposure_per_image_and_two_independent_draw
     corr = np.corrcoef((a - clean).flatten(), (b - clean).flatten())[0, 1]
     assert abs(corr) < 0.02  # independent noise
     assert spec.name == "sensor" and (a < 0.25 - 1e-3).any()  # not clipped: raw keeps values below black
+
+
+def test_jpeg_noise_is_two_independent_draws_with_one_sigma_and_one_encoding(kodak_crop) -> None:  # noqa: ANN001
+    # --noise jpeg: Gaussian noise in sRGB saved as a file. Both draws of an image share sigma
+    # and encoding (the second is the first's independent target), are 8-bit, and with 4:2:0
+    # chroma only the colour noise is correlated between pixels, as --pd auto measures it.
+    from n2ncli.pd import CORRELATED, noise_correlations
+    from n2ncli.synthesis import jpeg_files
+
+    clean = torch.from_numpy(kodak_crop(100, 100, 256, 256).astype(np.float32) / 255).permute(2, 0, 1)[None]
+    a, b = jpeg_files(clean, 15.0, _gen(3), 2, ("420", 92))
+    assert torch.equal(torch.round(a * 255), a * 255)
+    na, nb = (a - clean).double(), (b - clean).double()
+    assert 11 < float(na.std()) * 255 < 16 and abs(float(na.std() / nb.std()) - 1) < 0.03
+    assert abs(float(torch.corrcoef(torch.stack([na.ravel(), nb.ravel()]))[0, 1])) < 0.05
+    luma, chroma = noise_correlations(a[0].permute(1, 2, 0).numpy())
+    assert luma <= CORRELATED < chroma
+    luma444, chroma444 = noise_correlations(jpeg_files(clean, 15.0, _gen(3), 1, ("444", 92))[0][0].permute(1, 2, 0).numpy())
+    assert max(luma444, chroma444) <= CORRELATED
+
+
+def test_jpeg_is_a_noise_spec_with_per_image_sigma_and_encoding() -> None:
+    spec = parse_noise("jpeg:10-40")
+    clean = torch.full((1, 3, 64, 64), 0.5)
+    pairs = [spec.apply_twice(clean, [_gen(seed)]) for seed in range(6)]
+    sigmas = [float((a - clean).std()) * 255 for a, _ in pairs]
+    assert all(8 < s < 45 for s in sigmas) and max(sigmas) - min(sigmas) > 5
+    for a, b in pairs:  # the target's sigma is the input's
+        assert abs(float((a - clean).std() / (b - clean).std()) - 1) < 0.1
+    assert torch.equal(spec.apply(clean, _gen(1)), spec.apply(clean, _gen(1)))
+    out = spec.apply_numpy(np.full((31, 45, 3), 0.5, np.float32), np.random.default_rng(1))
+    assert out.shape == (31, 45, 3) and out.dtype == np.float32

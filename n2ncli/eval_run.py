@@ -1,7 +1,8 @@
 """`n2n eval` as a library call: resolve the model, the clean sets or real pairs, score, write.
 
 Synthetic noise is scored with the paper's protocol as the official test code runs it (square
-reflect padding, fp32); real pairs choose the pixel-shuffle stride per image, as denoise does.
+reflect padding, fp32); real pairs choose the pixel-shuffle stride, and without a named model
+the real-photo model for correlated noise, per image, as denoise does.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from n2ncli.backends import Predictor
 from n2ncli.errors import ConfigError, IncompatibleModelError
@@ -33,7 +36,7 @@ class EvalRequest:
 
     dataset: str = "kodak"  # comma-separated registry names or folders
     noise: str = "gaussian25"  # comma-separated noise names, "all" for the four presets
-    model: str | None = None  # None: the shipped blind sRGB model
+    model: str | None = None  # None: the shipped blind sRGB model (real pairs: and srgb-camera, as denoise)
     data_dir: Path | None = None
     repeats: int | None = None  # None: the paper's per set
     seed: int = PAPER_SEED
@@ -137,7 +140,7 @@ def run_eval(request: EvalRequest, *, fit: FitPairs | None = None,
     ``request.pairs`` the model is scored on real noise, else on each clean set x noise.
     """
     from n2ncli.datasets import find_pairs, load_clean_sets, read_pairs
-    from n2ncli.store import trained_blend, trained_stride
+    from n2ncli.store import trained_stride
 
     emit = on_event or (lambda event: None)
     stride = parse_pd(request.pd)
@@ -163,13 +166,18 @@ def run_eval(request: EvalRequest, *, fit: FitPairs | None = None,
         return lambda done, n: emit(EvalEvent("image", label, done=done, total=n))
 
     results: list[EvalResult] = []
+    label = record.name
     if request.pairs is not None:
         name = request.pairs.name
+        label, served = _as_denoise(request, record, predictor, stride, emit)
+        baselines = _baselines(predictor, False, bm3d, None)
+        if request.self_ensemble:
+            from n2ncli.baselines import SelfEnsemble
+
+            baselines = {"self-ensemble": served(SelfEnsemble), **baselines}
         on_image = progress(f"{name} real noise", len(found))
         results.append(evaluate_pairs(
-            PdSelector(predictor, stride, trained_stride(record), blend=trained_blend(record)), read_pairs(found),
-            dataset=name,
-            threads=METRIC_THREADS, baselines=_baselines(predictor, request.self_ensemble, bm3d, None),
+            served(lambda p: p), read_pairs(found), dataset=name, threads=METRIC_THREADS, baselines=baselines,
             on_output=crops.hook(name, "real") if crops else None, on_image=on_image))
     model = SquarePadded(PdSelector(predictor, stride or 1, trained_stride(record)))  # the official test's padding
     for clean in sets:
@@ -182,7 +190,44 @@ def run_eval(request: EvalRequest, *, fit: FitPairs | None = None,
                 batch=request.batch or (min(reps, GPU_BATCH) if gpu else 1), threads=METRIC_THREADS,
                 baselines=_baselines(SquarePadded(predictor), request.self_ensemble, bm3d, sigma),
                 on_output=crops.hook(clean.name, spec.name) if crops else None, on_image=on_image))
-    return _write(request, EvalOutcome(record.name, request.seed, results, notes=skipped), crops)
+    return _write(request, EvalOutcome(label, request.seed, results, notes=skipped), crops)
+
+
+class _AsDenoise:
+    """Each image of a batch denoised as ``n2n denoise`` does it: whole, inside the mirrored
+    context of ``TileOptions``, by the predictor the selector picks for that image."""
+
+    def __init__(self, selector: PdSelector) -> None:
+        self.selector, self.channels = selector, selector.channels
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        from n2ncli.denoise import TileOptions, denoise_array
+
+        return np.stack([denoise_array(b, self.selector.for_image(b), TileOptions(tile=0)) for b in batch])
+
+
+def _as_denoise(request: EvalRequest, record: ModelRecord, predictor: Predictor, stride: int | None,
+                emit: Callable[[EvalEvent], None]) -> tuple[str, Callable[[Callable[[Predictor], Predictor]], Predictor]]:
+    """Real pairs as ``n2n denoise`` runs them: the label of what is scored, and a function
+    that builds it with each network served through ``wrap`` (the self-ensemble, or as is).
+
+    Without a named (or first fitted) model, photos whose noise is correlated go to the shipped
+    real-photo model at its stride and blend, beside ``record``; the stride is picked per photo.
+    """
+    from n2ncli.store import correlated_default, trained_blend, trained_stride
+
+    camera = None if request.model or request.fit_first else correlated_default()
+    if camera is not None and camera.name == record.name:
+        camera = None
+    net = _predictor(request, camera, emit, "for correlated noise")[0] if camera is not None else None
+
+    def build(wrap: Callable[[Predictor], Predictor]) -> Predictor:
+        if camera is None:
+            return _AsDenoise(PdSelector(wrap(predictor), stride, trained_stride(record), blend=trained_blend(record)))
+        return _AsDenoise(PdSelector(wrap(predictor), stride, trained_stride(record), wrap(net), trained_stride(camera),
+                                     blend=trained_blend(record), correlated_blend=trained_blend(camera)))
+
+    return (record.name if camera is None else f"{record.name} + {camera.name}"), build
 
 
 def _model(request: EvalRequest, found: Sequence[tuple[str, Path, Path]], fit: FitPairs | None) -> ModelRecord:
@@ -200,8 +245,10 @@ def _model(request: EvalRequest, found: Sequence[tuple[str, Path, Path]], fit: F
     return record
 
 
-def _predictor(request: EvalRequest, record: ModelRecord, emit: Callable[[EvalEvent], None]) -> tuple[Predictor, bool]:
-    """The backend for ``record`` at the request's precision, and whether it runs on a GPU."""
+def _predictor(request: EvalRequest, record: ModelRecord, emit: Callable[[EvalEvent], None],
+               role: str = "") -> tuple[Predictor, bool]:
+    """The backend for ``record`` at the request's precision, and whether it runs on a GPU;
+    ``role`` follows the model's name in the event (what it is used for)."""
     from n2ncli.backends.select import describe, make_predictor
 
     notes: list[str] = []
@@ -210,7 +257,7 @@ def _predictor(request: EvalRequest, record: ModelRecord, emit: Callable[[EvalEv
     for note in notes:
         emit(EvalEvent("note", note))
     where = describe(predictor)
-    emit(EvalEvent("model", record.name, where))
+    emit(EvalEvent("model", f"{record.name} {role}".strip(), where))
     return predictor, "cpu" not in where.lower()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,3 +98,35 @@ def test_pd_auto_and_pd_2_agree_on_a_camera_jpeg(n2n: Callable[..., Run], real_j
     auto, two, one = (read_image(tmp_path / f"{pd}.png").pixels for pd in ("auto", "2", "1"))
     assert np.array_equal(auto, two)
     assert not np.array_equal(auto, one)
+
+
+def test_eval_pairs_scores_what_denoise_writes(n2n: Callable[..., Run], shared_data: Path, tmp_path: Path) -> None:
+    """Without -m, real pairs are scored through the real-photo model as `n2n denoise` runs them."""
+    import json
+
+    from PIL import Image
+
+    from n2ncli.io.image import read_image
+    from n2ncli.metrics import psnr
+
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for real in sorted((shared_data / "real-pairs").glob("*_real.JPG"))[8::30]:  # a Canon and a Sony pair, ISO 6400
+        for part in ("real", "mean"):
+            with Image.open(real.with_name(real.name.replace("_real", f"_{part}"))) as im:
+                im.crop((96, 96, 224, 224)).save(pairs / real.name.replace(".JPG", ".png").replace("_real", f"_{part}"))
+    run = n2n("eval", "--pairs", pairs, "--backend", "torch", "--json", tmp_path / "default.json")
+    assert run.code == 0, run.err
+    assert "model srgb-camera for correlated noise" in run.err
+    named = n2n("eval", "--pairs", pairs, "--backend", "torch", "-m", "srgb-gaussian5-50", "--json", tmp_path / "b.json")
+    assert named.code == 0, named.err
+    default = json.loads((tmp_path / "default.json").read_text())
+    blind = {s["name"]: s["psnr"] for s in json.loads((tmp_path / "b.json").read_text())["images"]}
+    assert default["model"] == "srgb-gaussian5-50 + srgb-camera"
+    for score in default["images"]:
+        noisy = pairs / f"{score['name']}_real.png"
+        out = tmp_path / f"{score['name']}.png"
+        assert n2n("denoise", noisy, "-o", out, "--backend", "torch", "--precision", "fp32").code == 0
+        clean = read_image(pairs / f"{score['name']}_mean.png").pixels
+        assert score["psnr"] == pytest.approx(psnr(clean, read_image(out).pixels), abs=1e-6)
+        assert score["psnr"] > blind[score["name"]] > score["noisy_psnr"]

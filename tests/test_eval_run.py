@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from n2ncli.denoise import TileOptions
 from n2ncli.errors import ConfigError, DatasetError
 from n2ncli.eval_output import results_json
 from n2ncli.eval_run import EvalEvent, EvalRequest, eval_precision, parse_noises, run_eval
@@ -163,7 +164,8 @@ def test_real_pairs_run_at_their_own_size(tmp_path: Path, kodak_crop: Callable[.
 
     outcome = run_eval(EvalRequest(pairs=tmp_path / "real", backend="torch", device="cpu", pd="1"))
 
-    assert spies[0].shapes == [(1, 64, 96, 3)]  # not the paper's protocol: denoise's own padding
+    m = TileOptions().context  # not the paper's protocol: denoise's own mirrored context
+    assert spies[0].shapes == [(1, 64 + 2 * m, 96 + 2 * m, 3)]
     (score,) = outcome.results[0].scores
     assert outcome.results[0].noise == "real" and score.psnr > score.noisy_psnr
 

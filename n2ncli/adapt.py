@@ -58,7 +58,8 @@ class Adapted:
 def adapt(model: UNet, images: Sequence[np.ndarray], steps: int, *, max_seconds: float | None = None,
           device: torch.device | str = "cpu", seed: int = 0, correlations: tuple[float, float] | None = None,
           on_progress: Callable[[Progress], None] | None = None) -> Adapted:
-    """Fine-tune a copy of sRGB ``model`` on HxWx3 float ``images`` in [0,1] for up to ``steps``.
+    """Fine-tune a copy of ``model`` on HxWxC float ``images`` in [0,1] (C its input channels:
+    3, or 1 for the grey model on greyscale photos) for up to ``steps``.
 
     Stops after ``max_seconds`` if given. ``correlations``: the photos' ``median_correlations``
     when the caller has measured them already. Returns the fine-tuned network when it lowered the
@@ -67,15 +68,17 @@ def adapt(model: UNet, images: Sequence[np.ndarray], steps: int, *, max_seconds:
     """
     if steps < 1:
         raise ConfigError(f"--adapt needs at least 1 step, got {steps}")
-    if model.in_channels != 3:
-        raise ConfigError("--adapt fine-tunes sRGB models only")
+    if model.in_channels not in (1, 3) or any(img.shape[2] != model.in_channels for img in images):
+        raise ConfigError(f"--adapt fine-tunes sRGB and grey models on photos of their channels, not a "
+                          f"{model.in_channels}-channel model on {sorted({img.shape[2] for img in images})}-channel photos")
     arrays = tuple(np.ascontiguousarray((np.clip(img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2], 0, 1)
                                          * 65535 + 0.5).astype(np.uint16).transpose(2, 0, 1)) for img in images)
     luma, correlation = median_correlations(images) if correlations is None else correlations
     stride = CORRELATED_STRIDE if correlation > CORRELATED else 1
     data = LoadedImages(arrays, tuple(Path(f"input-{i}") for i in range(len(arrays))), (), 65535.0)
     config = TrainConfig(steps=steps, batch_size=ADAPT_BATCH, crop=min(ADAPT_CROP, _largest_crop(arrays, stride)),
-                         lr=WARM_START_LR, lr_schedule="cosine", pd=stride, seed=seed, checkpoint_every=10**9,
+                         lr=WARM_START_LR, lr_schedule="cosine", pd=stride, seed=seed, channels=model.in_channels,
+                         checkpoint_every=10**9,
                          checkpoint_seconds=float("inf"))
     if not loss_can_tell(luma):
         return Adapted(model, 0, 0.0, stride, None, luma)
@@ -88,13 +91,15 @@ def adapt(model: UNet, images: Sequence[np.ndarray], steps: int, *, max_seconds:
     return Adapted(result.model if check.passed else model, result.steps, result.seconds, stride, check, luma)
 
 
-def adapt_to_files(model: UNet | Callable[[bool], UNet], sources: Sequence[Path], steps: int, *,
+def adapt_to_files(model: UNet | Callable[[bool, bool], UNet], sources: Sequence[Path], steps: int, *,
                    minutes: float = 5.0, device: torch.device | str = "cpu",
                    on_progress: Callable[[Progress], None] | None = None) -> Adapted:
-    """:func:`adapt` on up to MAX_IMAGES of the image files ``sources`` (grey ones as RGB).
+    """:func:`adapt` on up to MAX_IMAGES of the image files ``sources``.
 
-    ``model`` may be a function of whether the photos' noise is correlated (the real-photo
-    model for camera JPEGs, the blind one for the rest).
+    ``model`` may be a function of whether the photos' noise is correlated and whether they are
+    all greyscale (the real-photo model for camera JPEGs, the grey model for greyscale photos
+    with independent noise, the blind one for the rest). Grey photos are fine-tuned on as they
+    are when the model takes one channel, else as three equal channels.
     """
     from n2ncli.io.image import read_image
 
@@ -111,10 +116,11 @@ def adapt_to_files(model: UNet | Callable[[bool], UNet], sources: Sequence[Path]
             continue
     if not images:
         raise ConfigError("--adapt could read none of the photos it picked")
-    images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
     correlations = median_correlations(images)
     if not isinstance(model, UNet):
-        model = model(correlations[1] > CORRELATED)
+        model = model(correlations[1] > CORRELATED, all(im.shape[2] == 1 for im in images))
+    if model.in_channels == 3:
+        images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
     return adapt(model, images, steps, max_seconds=minutes * 60, device=device, correlations=correlations,
                  on_progress=on_progress)
 

@@ -188,10 +188,14 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
 
     predictors = {k: predictor(r) for k, r in records.items() if not (k == "srgb" and req.adapt)}
     blend = trained_blend(records["srgb"]) if "srgb" in records else 0.0
+    grey_served: Predictor | None = None  # --adapt's fine-tuned grey model, for the greyscale photos
     if req.adapt and "srgb" in records:
-        adapted, run.adapted, run.adapted_from = _adapted(records["srgb"], camera, run.jobs, req, on_adapt)
-        if run.adapted.check is None:  # not fine-tuned: denoise exactly as without --adapt
+        adapted, run.adapted, run.adapted_from = _adapted(records["srgb"], camera, grey, run.jobs, req, on_adapt)
+        if run.adapted.check is None or run.adapted_from is grey:
+            # not fine-tuned: denoise exactly as without --adapt; or greyscale photos with
+            # independent noise: the grey model fine-tuned on them serves them, the rest as without
             predictors["srgb"] = predictor(records["srgb"])
+            grey_served = adapted if run.adapted.check is not None else None
         else:
             predictors["srgb"] = adapted
             blend = trained_blend(run.adapted_from)  # the fine-tuned model keeps its origin's PD blend
@@ -220,7 +224,8 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
                                         trained_stride(camera) if camera else None,
                                         blend=blend,
                                         correlated_blend=trained_blend(camera) if camera else 0.0,
-                                        grey=_Deferred(lambda: served(predictor(grey)), 1) if grey else None)
+                                        grey=served(grey_served) if grey_served is not None else
+                                        _Deferred(lambda: served(predictor(grey)), 1) if grey else None)
         where += f", pd {req.pd.lower()}"
     run.records, run.camera, run.grey = records, camera, grey
     run.predictors, run.options, run.where = predictors, options, where
@@ -246,10 +251,11 @@ class _Deferred:
         return getattr(self._built, name)
 
 
-def _adapted(record: ModelRecord, camera: ModelRecord | None, jobs: list[Job], req: DenoiseRequest,
-             on_progress: Callable[[Any], None] | None) -> tuple[Predictor, Any, ModelRecord]:
-    """--adapt: fine-tune ``record`` (``camera`` for correlated noise, if given) on the photos;
-    returns the predictor, the adapt result and the model it started from."""
+def _adapted(record: ModelRecord, camera: ModelRecord | None, grey: ModelRecord | None, jobs: list[Job],
+             req: DenoiseRequest, on_progress: Callable[[Any], None] | None) -> tuple[Predictor, Any, ModelRecord]:
+    """--adapt: fine-tune ``record`` (``camera`` for correlated noise, ``grey`` for greyscale
+    photos with independent noise, if given) on the photos; returns the predictor, the adapt
+    result and the model it started from."""
     from n2ncli.adapt import adapt_to_files
     from n2ncli.backends.torch import TorchPredictor
     from n2ncli.device import resolve_device
@@ -259,9 +265,11 @@ def _adapted(record: ModelRecord, camera: ModelRecord | None, jobs: list[Job], r
 
     started = [record]
 
-    def start(correlated: bool):  # noqa: ANN202
+    def start(correlated: bool, all_grey: bool):  # noqa: ANN202
         if correlated and camera is not None:
             started[0] = camera
+        elif all_grey and not correlated and grey is not None:
+            started[0] = grey
         return build_model(started[0])
 
     done = adapt_to_files(start, [j.source for j in jobs if j.kind == "srgb"], req.adapt, minutes=req.adapt_minutes,

@@ -300,7 +300,8 @@ def _load_adapted(run) -> None:  # noqa: ANN001
     verdict = (f"[green]used[/]: their self-supervised loss {c.before:.6f} -> {c.after:.6f} ({c.change:+.1%})" if done.used
                else f"[yellow]not used[/]: it raised their self-supervised loss {c.before:.6f} -> {c.after:.6f} "
                     f"({c.change:+.1%}); denoising with {name} as it is")
-    console.print(f"--adapt: {done.steps} step(s) in {done.seconds:.0f} s at pd {done.pd}; {verdict}", highlight=False)
+    console.print(f"--adapt: {done.steps} step(s) of {name} in {done.seconds:.0f} s at pd {done.pd}; {verdict}",
+                  highlight=False)
 
 
 def _progress(*extra: TextColumn) -> "Progress | _LineProgress":

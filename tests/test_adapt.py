@@ -41,6 +41,16 @@ def test_adapt_leaves_correlated_camera_noise_alone(real_noisy: list[np.ndarray]
     assert done.steps == 0 and done.check is None and not done.used and done.model is model
 
 
+def test_adapt_fine_tunes_the_grey_model_on_grey_photos(gaussian_noisy: list[np.ndarray]) -> None:
+    grey = [img @ np.array([[0.299], [0.587], [0.114]], np.float32) for img in gaussian_noisy]
+    model = build_model(find_model("grey-gaussian5-50"))
+    done = adapt(model, [g[:128, :128] for g in grey], 2)
+    assert done.steps == 2 and done.check.images == 1 and done.pd == 1
+    assert done.model.in_channels == 1 and np.isfinite(done.check.after)
+    with pytest.raises(ConfigError, match="1-channel model on \\[3\\]-channel photos"):
+        adapt(model, gaussian_noisy, 1)
+
+
 @pytest.mark.slow
 def test_adapt_measures_the_photos_noise_and_reports_its_check(gaussian_noisy: list[np.ndarray]) -> None:
     model = build_model(find_model("srgb-gaussian5-50"))
@@ -60,7 +70,7 @@ def test_adapt_stops_at_its_time_limit(gaussian_noisy: list[np.ndarray]) -> None
 def test_adapt_refuses_what_it_cannot_do(real_noisy: list[np.ndarray], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least 1 step"):
         adapt(UNet(3), real_noisy, 0)
-    with pytest.raises(ConfigError, match="sRGB models only"):
+    with pytest.raises(ConfigError, match="sRGB and grey models"):
         adapt(UNet(4), real_noisy, 1)
     with pytest.raises(ConfigError, match="at least 64 px"):
         adapt(UNet(3), [real_noisy[0][:40, :40]], 1)

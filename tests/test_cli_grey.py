@@ -39,3 +39,22 @@ def test_a_grey_photo_goes_to_the_grey_model_and_loses_far_more_noise(n2n: Calla
     assert theirs < _psnr(noisy, clean) + 3.5  # three equal channels: the RGB model keeps most of it
     assert ours > theirs + 3.0
 
+
+
+def test_adapt_on_a_grey_photo_fine_tunes_the_grey_model(n2n: Callable[..., Run], kodak_crop,  # noqa: ANN001
+                                                         tmp_path: Path) -> None:
+    clean = _grey(kodak_crop)
+    noisy = np.clip(np.rint(clean + np.random.default_rng(4).normal(0, 25, clean.shape)), 0, 255).astype(np.uint8)
+    source = tmp_path / "scan.png"
+    Image.fromarray(noisy, mode="L").save(source)
+    run = n2n("denoise", source, "-o", tmp_path / "adapted.png", "--adapt", "2")
+    assert run.code == 0, run.err
+    assert "step(s) of grey-gaussian5-50" in " ".join(run.err.split())
+    assert n2n("denoise", source, "-o", tmp_path / "plain.png").code == 0
+    assert n2n("denoise", source, "-o", tmp_path / "rgb.png", "-m", "srgb-gaussian5-50").code == 0
+    with (Image.open(tmp_path / "adapted.png") as a, Image.open(tmp_path / "plain.png") as p,
+          Image.open(tmp_path / "rgb.png") as r):
+        assert a.mode == "L"
+        adapted, plain, rgb = (_psnr(np.asarray(im), clean) for im in (a, p, r))
+    assert adapted > rgb + 3.0  # not the RGB model on three equal channels
+    assert abs(adapted - plain) < 0.5  # two steps from the grey model, or the grey model itself

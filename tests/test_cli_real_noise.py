@@ -85,7 +85,7 @@ def test_denoise_adapt_reports_whether_it_used_the_fine_tune(n2n: Callable[..., 
     run = n2n("denoise", tmp_path / "noisy.png", "-o", tmp_path / "o.png", "--adapt", "1")
     assert run.code == 0, run.err
     text = " ".join((run.out + run.err).split())
-    assert "--adapt: 1 step(s)" in text and ("used:" in text or "not used:" in text)
+    assert "--adapt: 1 step(s) of srgb-gaussian5-50" in text and ("used:" in text or "not used:" in text)
     assert (tmp_path / "o.png").is_file()
 
 

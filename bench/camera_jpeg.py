@@ -23,7 +23,7 @@ from n2ncli.denoise import TileOptions, denoise_array
 from n2ncli.io.image import read_image
 from n2ncli.metrics import psnr, quantize_uint8
 from n2ncli.pd import PdSelector
-from n2ncli.store import build_model, find_model, trained_blend, trained_stride
+from n2ncli.store import build_model, find_model, trained_blend, trained_second_pass, trained_stride
 
 
 def _jpeg(u8: np.ndarray, quality: int, subsampling: int) -> np.ndarray:
@@ -55,7 +55,7 @@ def main() -> None:
         record = find_model(name)
         predictors[name] = PdSelector(TorchPredictor(build_model(record), precision="fp32"), None,
                                       trained_stride(record),
-                                      blend=trained_blend(record))
+                                      blend=trained_blend(record), second_pass=trained_second_pass(record))
     for label, noisy in sets.items():
         scores = [np.mean([psnr(c, quantize_uint8(n)) for c, n in zip(clean, noisy)])]
         for name, predictor in predictors.items():

@@ -178,7 +178,7 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
     """Step 2: models, predictors (``--adapt`` fine-tunes first, reporting to ``on_adapt``),
     the tile size and the DNG record, into ``run``."""
     from n2ncli.backends.select import describe, make_predictor
-    from n2ncli.store import trained_blend, trained_stride
+    from n2ncli.store import trained_blend, trained_second_pass, trained_stride
 
     req = run.request
     records, camera, grey = choose_records(run.jobs, req.model)
@@ -188,6 +188,7 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
 
     predictors = {k: predictor(r) for k, r in records.items() if not (k == "srgb" and req.adapt)}
     blend = trained_blend(records["srgb"]) if "srgb" in records else 0.0
+    second = trained_second_pass(records["srgb"]) if "srgb" in records else 0.0
     grey_served: Predictor | None = None  # --adapt's fine-tuned grey model, for the greyscale photos
     if req.adapt and "srgb" in records:
         adapted, run.adapted, run.adapted_from = _adapted(records["srgb"], camera, grey, run.jobs, req, on_adapt)
@@ -199,6 +200,7 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
         else:
             predictors["srgb"] = adapted
             blend = trained_blend(run.adapted_from)  # the fine-tuned model keeps its origin's PD blend
+            second = 0.0  # but not a second pass measured on its origin alone
             camera = grey = None  # the model fine-tuned on these photos serves them all
     first = next(iter(predictors.values()))
     options = req.tile_options()
@@ -224,6 +226,8 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
                                         trained_stride(camera) if camera else None,
                                         blend=blend,
                                         correlated_blend=trained_blend(camera) if camera else 0.0,
+                                        second_pass=second,
+                                        correlated_second_pass=trained_second_pass(camera) if camera else 0.0,
                                         grey=served(grey_served) if grey_served is not None else
                                         _Deferred(lambda: served(predictor(grey)), 1) if grey else None)
         where += f", pd {req.pd.lower()}"

@@ -214,7 +214,7 @@ def _as_denoise(request: EvalRequest, record: ModelRecord, predictor: Predictor,
     Without a named (or first fitted) model, photos whose noise is correlated go to the shipped
     real-photo model at its stride and blend, beside ``record``; the stride is picked per photo.
     """
-    from n2ncli.store import correlated_default, trained_blend, trained_stride
+    from n2ncli.store import correlated_default, trained_blend, trained_second_pass, trained_stride
 
     camera = None if request.model or request.fit_first else correlated_default()
     if camera is not None and camera.name == record.name:
@@ -222,10 +222,12 @@ def _as_denoise(request: EvalRequest, record: ModelRecord, predictor: Predictor,
     net = _predictor(request, camera, emit, "for correlated noise")[0] if camera is not None else None
 
     def build(wrap: Callable[[Predictor], Predictor]) -> Predictor:
+        own = {"blend": trained_blend(record), "second_pass": trained_second_pass(record)}
         if camera is None:
-            return _AsDenoise(PdSelector(wrap(predictor), stride, trained_stride(record), blend=trained_blend(record)))
+            return _AsDenoise(PdSelector(wrap(predictor), stride, trained_stride(record), **own))
         return _AsDenoise(PdSelector(wrap(predictor), stride, trained_stride(record), wrap(net), trained_stride(camera),
-                                     blend=trained_blend(record), correlated_blend=trained_blend(camera)))
+                                     correlated_blend=trained_blend(camera),
+                                     correlated_second_pass=trained_second_pass(camera), **own))
 
     return (record.name if camera is None else f"{record.name} + {camera.name}"), build
 

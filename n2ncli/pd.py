@@ -105,6 +105,43 @@ class PixelShufflePredictor(_Forwarding):
         return out
 
 
+#: SecondPass's gate, on the standard deviation (0-255) of what the first pass removed: no second
+#: pass below SECOND_PASS_FROM, its full weight from SECOND_PASS_FROM + SECOND_PASS_SPAN on.
+SECOND_PASS_FROM = 5.5
+SECOND_PASS_SPAN = 2.0
+
+
+class SecondPass(_Forwarding):
+    """Wraps any predictor: denoise, denoise the (clipped) result again, and mix in up to
+    ``weight`` of the second output, the more the stronger the noise the first pass removed.
+
+    For noise correlated in chroma only (a JPEG's 4:2:0 chroma over independent luma), where
+    ``--pd auto`` runs the real-photo model at stride 1. srgb-camera, trained on camera noise,
+    leaves part of strong noise behind: a second pass helps where the first removed much (its
+    removed part's std 10-12 at sigma 25, JPEG q92 4:2:0: +1.5 dB with the second output alone)
+    and costs detail where it removed little (3.4-4.2 at sigma 5: -2 dB). Hence the gate,
+    measured on Kodak images (docs/real-noise.md); each batch (a tile) decides for itself.
+    """
+
+    def __init__(self, inner: Predictor, weight: float) -> None:
+        if not 0.0 <= weight <= 1.0:
+            raise ConfigError(f"second-pass weight must be in [0, 1], got {weight}")
+        self.inner, self.weight, self.channels = inner, weight, inner.channels
+
+    def share(self, noisy: np.ndarray, once: np.ndarray) -> float:
+        """The second output's share for one batch: the gate on the removed part's std."""
+        removed = float(np.std(noisy.astype(np.float64) - once)) * 255.0
+        return self.weight * min(max((removed - SECOND_PASS_FROM) / SECOND_PASS_SPAN, 0.0), 1.0)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        once = self.inner.predict(batch)
+        share = self.share(batch, once)
+        if share == 0.0:
+            return once
+        twice = self.inner.predict(np.ascontiguousarray(np.clip(once, 0.0, 1.0), dtype=np.float32))
+        return (1.0 - share) * once + share * twice
+
+
 # ----------------------------------------------------------------------------- choosing the stride
 
 #: Side of the square blocks the correlation statistic compares, and the share of the flattest
@@ -202,6 +239,12 @@ def _auto_stride(luma: float, correlated_stride: int) -> int:
     return correlated_stride if luma > CORRELATED else 1
 
 
+def _chroma_only(image: np.ndarray) -> bool:
+    """Whether only the chroma noise of ``image`` is correlated (a 4:2:0 JPEG over independent luma)."""
+    luma, chroma = noise_correlations(image)
+    return luma <= CORRELATED < chroma
+
+
 def parse_pd(text: str | int) -> int | None:
     """``--pd`` value: None for auto, else a checked stride."""
     if isinstance(text, str) and text.strip().lower() == "auto":
@@ -223,12 +266,15 @@ class PdSelector(_Forwarding):
     ``grey`` is the 1-channel model for grey images whose noise is independent between pixels;
     the others, and all grey images without it, run through the RGB models as three equal
     channels (``denoise_image_data``): on the real pairs' luma, correlated, the real-photo model
-    that way beat the grey one through PD2 (docs/models.md).
+    that way beat the grey one through PD2 (docs/models.md). ``second_pass`` and
+    ``correlated_second_pass`` are auto's :class:`SecondPass` weights for each model on images
+    whose chroma noise alone is correlated.
     """
 
     def __init__(self, inner: Predictor, stride: int | None, correlated_stride: int = CORRELATED_STRIDE,
                  correlated: Predictor | None = None, correlated_with: int | None = None,
-                 blend: float = 0.0, correlated_blend: float = 0.0, grey: Predictor | None = None) -> None:
+                 blend: float = 0.0, correlated_blend: float = 0.0, grey: Predictor | None = None,
+                 second_pass: float = 0.0, correlated_second_pass: float = 0.0) -> None:
         self.inner, self.stride = inner, stride
         self.correlated_stride = check_stride(correlated_stride)
         self.correlated = correlated
@@ -236,6 +282,9 @@ class PdSelector(_Forwarding):
         # auto's PD output mixed with this share of the plain one (each model's ``pd_blend``);
         # an explicit --pd N is pixel-shuffle alone
         self.blend, self.correlated_blend = blend, correlated_blend
+        # auto's share of a second pass where only the chroma noise is correlated (``SecondPass``;
+        # each model's ``chroma_second_pass``)
+        self.second_pass, self.correlated_second_pass = second_pass, correlated_second_pass
         if grey is not None and grey.channels != 1:
             raise ConfigError(f"the grey model takes {grey.channels}-channel input, not 1")
         self.grey = grey
@@ -266,6 +315,9 @@ class PdSelector(_Forwarding):
     def for_image(self, image: np.ndarray) -> Predictor:
         predictor, stride = self.choice(image)
         if stride == 1:
+            weight = self.correlated_second_pass if predictor is self.correlated else self.second_pass
+            if self.stride is None and weight > 0 and predictor is not self.grey and _chroma_only(image):
+                return SecondPass(predictor, weight)
             return predictor
         blend = 0.0 if self.stride is not None else (
             self.correlated_blend if predictor is self.correlated else self.blend)

@@ -336,6 +336,14 @@ def trained_blend(record: ModelRecord) -> float:
     return float(value) if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else 0.0
 
 
+def trained_second_pass(record: ModelRecord) -> float:
+    """The largest share of a second pass ``--pd auto`` mixes in for this model on images whose
+    chroma noise alone is correlated (model.json ``chroma_second_pass``, 0 when absent; measured
+    for srgb-camera on 4:2:0 JPEGs, ``n2ncli.pd.SecondPass``). Not inherited by fits."""
+    value = record.extra.get("chroma_second_pass", 0.0)
+    return float(value) if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else 0.0
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

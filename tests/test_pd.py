@@ -165,6 +165,33 @@ def test_auto_keeps_stride_1_when_only_a_jpegs_chroma_is_correlated(kodak_crop, 
     assert selector.for_image(jpeg) is camera
 
 
+def test_strong_jpeg_noise_gets_a_second_pass_and_weak_noise_does_not(kodak_crop) -> None:
+    """srgb-camera on 4:2:0 JPEGs over independent luma noise: a second pass where the first
+    removed much (sigma 25), none where it removed little (sigma 5)."""
+    from n2ncli.backends.torch import TorchPredictor
+    from n2ncli.metrics import psnr, quantize_uint8
+    from n2ncli.pd import SecondPass
+    from n2ncli.store import build_model, find_model, trained_second_pass
+
+    record = find_model("srgb-camera")
+    camera = TorchPredictor(build_model(record), precision="fp32")
+    selector = PdSelector(Identity(3), None, 2, camera, 2, correlated_second_pass=trained_second_pass(record))
+    clean = kodak_crop(0, 0, 128, 192, image="kodim23.png").astype(np.float32) / 255.0
+    target = quantize_uint8(clean)
+    scores = {}
+    for sigma in (5, 25):
+        jpeg = _jpeg(_noisy_u8(clean, sigma, 1), 2)
+        chosen = selector.for_image(jpeg)
+        assert isinstance(chosen, SecondPass) and chosen.inner is camera
+        once = camera.predict(jpeg[None])
+        scores[sigma] = (chosen.share(jpeg[None], once), psnr(target, quantize_uint8(chosen.predict(jpeg[None])[0])),
+                         psnr(target, quantize_uint8(once[0])))
+    assert scores[5][0] == 0.0 and scores[5][1] == scores[5][2]  # weak noise: the first pass alone
+    assert scores[25][0] > 0.5 and scores[25][1] > scores[25][2] + 0.5  # strong: the second pass pays
+    plain = PdSelector(Identity(3), None, 2, camera, 2)  # a model without the setting: one pass
+    assert plain.for_image(_jpeg(_noisy_u8(clean, 25, 1), 2)) is camera
+
+
 def test_selector_sends_grey_images_to_the_grey_model(kodak_crop) -> None:
     """A 1-channel image with independent noise goes to the grey model (at stride 1, or an
     explicit --pd); one whose noise neighbours share goes where a colour one would (the real-photo

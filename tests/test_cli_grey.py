@@ -22,12 +22,18 @@ def _grey(kodak_crop) -> np.ndarray:  # noqa: ANN001
     return np.rint(rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
 
 
-def test_a_grey_photo_goes_to_the_grey_model_and_loses_far_more_noise(n2n: Callable[..., Run], kodak_crop,  # noqa: ANN001
-                                                                      tmp_path: Path) -> None:
+def _scan(kodak_crop, tmp_path: Path, seed: int) -> tuple[np.ndarray, np.ndarray, Path]:  # noqa: ANN001
+    """(clean, noisy, the noisy file): a grey crop with sigma-25 noise saved as a greyscale PNG."""
     clean = _grey(kodak_crop)
-    noisy = np.clip(np.rint(clean + np.random.default_rng(3).normal(0, 25, clean.shape)), 0, 255).astype(np.uint8)
+    noisy = np.clip(np.rint(clean + np.random.default_rng(seed).normal(0, 25, clean.shape)), 0, 255).astype(np.uint8)
     source = tmp_path / "scan.png"
     Image.fromarray(noisy, mode="L").save(source)
+    return clean, noisy, source
+
+
+def test_a_grey_photo_goes_to_the_grey_model_and_loses_far_more_noise(n2n: Callable[..., Run], kodak_crop,  # noqa: ANN001
+                                                                      tmp_path: Path) -> None:
+    clean, noisy, source = _scan(kodak_crop, tmp_path, 3)
     run = n2n("denoise", source, "-o", tmp_path / "grey.png")
     assert run.code == 0, run.err
     assert "grey-gaussian5-50 for greyscale ones" in run.err
@@ -43,10 +49,7 @@ def test_a_grey_photo_goes_to_the_grey_model_and_loses_far_more_noise(n2n: Calla
 
 def test_adapt_on_a_grey_photo_fine_tunes_the_grey_model(n2n: Callable[..., Run], kodak_crop,  # noqa: ANN001
                                                          tmp_path: Path) -> None:
-    clean = _grey(kodak_crop)
-    noisy = np.clip(np.rint(clean + np.random.default_rng(4).normal(0, 25, clean.shape)), 0, 255).astype(np.uint8)
-    source = tmp_path / "scan.png"
-    Image.fromarray(noisy, mode="L").save(source)
+    clean, _, source = _scan(kodak_crop, tmp_path, 4)
     run = n2n("denoise", source, "-o", tmp_path / "adapted.png", "--adapt", "2")
     assert run.code == 0, run.err
     assert "step(s) of grey-gaussian5-50" in " ".join(run.err.split())

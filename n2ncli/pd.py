@@ -239,12 +239,6 @@ def _auto_stride(luma: float, correlated_stride: int) -> int:
     return correlated_stride if luma > CORRELATED else 1
 
 
-def _chroma_only(image: np.ndarray) -> bool:
-    """Whether only the chroma noise of ``image`` is correlated (a 4:2:0 JPEG over independent luma)."""
-    luma, chroma = noise_correlations(image)
-    return luma <= CORRELATED < chroma
-
-
 def parse_pd(text: str | int) -> int | None:
     """``--pd`` value: None for auto, else a checked stride."""
     if isinstance(text, str) and text.strip().lower() == "auto":
@@ -300,23 +294,29 @@ class PdSelector(_Forwarding):
         Gaussian sigma 15 as JPEG q92 4:2:0: srgb-camera plain 31.74 dB, through PD2 with its
         blend 31.21; the blind model 29.42 / 29.30; docs/real-noise.md).
         """
+        predictor, stride, _ = self._decide(image)
+        return predictor, stride
+
+    def _decide(self, image: np.ndarray) -> tuple[Predictor, int, bool]:
+        """:meth:`choice`, and whether only the chroma noise is correlated (one measurement)."""
         grey = self.grey is not None and image.shape[-1] == 1
         if self.stride is not None and self.correlated is None and not grey:
-            return self.inner, self.stride
+            return self.inner, self.stride, False
         luma, chroma = noise_correlations(image)
+        chroma_only = luma <= CORRELATED < chroma
         if grey and luma <= CORRELATED:
-            return self.grey, self.stride or 1
+            return self.grey, self.stride or 1, False
         if max(luma, chroma) <= CORRELATED:
-            return self.inner, self.stride or 1
+            return self.inner, self.stride or 1, False
         if self.correlated is None:
-            return self.inner, self.stride or _auto_stride(luma, self.correlated_stride)
-        return self.correlated, self.stride or _auto_stride(luma, self.correlated_with)
+            return self.inner, self.stride or _auto_stride(luma, self.correlated_stride), chroma_only
+        return self.correlated, self.stride or _auto_stride(luma, self.correlated_with), chroma_only
 
     def for_image(self, image: np.ndarray) -> Predictor:
-        predictor, stride = self.choice(image)
+        predictor, stride, chroma_only = self._decide(image)
         if stride == 1:
             weight = self.correlated_second_pass if predictor is self.correlated else self.second_pass
-            if self.stride is None and weight > 0 and predictor is not self.grey and _chroma_only(image):
+            if self.stride is None and weight > 0 and chroma_only:
                 return SecondPass(predictor, weight)
             return predictor
         blend = 0.0 if self.stride is not None else (

@@ -27,7 +27,7 @@ from n2ncli.io.image import (ImageData, encode_image, image_format, read_image, 
 from n2ncli.io.raw import RawData, is_raw, quiet_libraw, read_raw, render, rendered_exif
 from n2ncli.jobs import Job, is_stream
 from n2ncli.noise_guard import NoiseGuarded, keep_within_noise
-from n2ncli.pd import PdSelector
+from n2ncli.pd import PdSelector, SecondPass
 from n2ncli.tiling import Tile, TileAccumulator, tile_grid
 
 RAW_CHANNELS = 4
@@ -104,10 +104,14 @@ def denoise_array(image: np.ndarray, predictor: Predictor, options: TileOptions 
 
     When the backend runs out of memory the whole image is redone at half the tile (down to
     ``MIN_RETRY_TILE``); ``on_retry(new_options, error)`` is told before each retry. The last
-    out-of-memory error is raised when even the smallest tile does not fit.
+    out-of-memory error is raised when even the smallest tile does not fit. A
+    :class:`~n2ncli.pd.SecondPass` over an image of several tiles runs image by image
+    (:func:`_two_passes`); an image in one tile gives it its mirrored context, as before.
     """
     while True:
         try:
+            if isinstance(predictor, SecondPass) and not _one_tile(image, options):
+                return _two_passes(image, predictor, options, on_tile, on_retry)
             return _denoise_array(image, predictor, options, on_tile)
         except Exception as exc:
             if not is_out_of_memory(exc):
@@ -121,11 +125,35 @@ def denoise_array(image: np.ndarray, predictor: Predictor, options: TileOptions 
             options = smaller
 
 
+def _one_tile(image: np.ndarray, options: TileOptions) -> bool:
+    return not options.tile or (image.shape[0] <= options.tile and image.shape[1] <= options.tile)
+
+
+def _two_passes(image: np.ndarray, second: SecondPass, options: TileOptions,
+                on_tile: Callable[[int, int], None] | None,
+                on_retry: Callable[[TileOptions, BaseException], None] | None) -> np.ndarray:
+    """A second pass decided once per image: the first pass over every tile, its share from the
+    whole image, then the second over the whole first output (each tile's context read from it).
+
+    Deciding per tile let the tiles of one photo take different shares (Kodak JPEGs, sigma 10, in
+    256 px tiles: up to -0.15 dB against the whole image) and fed the second pass the first pass's
+    mirrored border at every tile edge. Progress counts both passes.
+    """
+    once = denoise_array(image, second.inner, options, on_tile, on_retry)
+    share = second.share(image, once)
+    if share == 0.0:
+        return once
+    again = None if on_tile is None else (lambda done, total: on_tile(total + done, 2 * total))
+    twice = denoise_array(np.ascontiguousarray(np.clip(once, 0.0, 1.0), dtype=np.float32), second.inner, options,
+                          again, on_retry)
+    return (1.0 - share) * once + share * twice
+
+
 def _denoise_array(image: np.ndarray, predictor: Predictor, options: TileOptions,
                    on_tile: Callable[[int, int], None] | None) -> np.ndarray:
     h, w, c = image.shape
     m = options.context
-    if not options.tile or (h <= options.tile and w <= options.tile):
+    if _one_tile(image, options):
         out = predictor.predict(_with_context(image, Tile(0, h, 0, w), m)[None])[0]
         if on_tile:
             on_tile(1, 1)

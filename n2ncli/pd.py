@@ -120,7 +120,8 @@ class SecondPass(_Forwarding):
     leaves part of strong noise behind: a second pass helps where the first removed much (its
     removed part's std 10-12 at sigma 25, JPEG q92 4:2:0: +1.5 dB with the second output alone)
     and costs detail where it removed little (3.4-4.2 at sigma 5: -2 dB). Hence the gate,
-    measured on Kodak images (docs/real-noise.md); each batch (a tile) decides for itself.
+    measured on Kodak images (docs/real-noise.md). ``denoise_array`` runs it over a whole image,
+    so every tile of a photo takes one share; ``predict`` decides per batch.
     """
 
     def __init__(self, inner: Predictor, weight: float) -> None:

@@ -396,3 +396,34 @@ def test_float_tiff_in_range_pixels_are_denoised_as_in_a_16_bit_image(
     inside = np.ones(clean.shape[:2], bool)
     inside[:16, :24] = inside[-16:, -24:] = False
     assert _psnr(out[inside], clean[inside], 1.0) > _psnr(noisy16[inside] / 65535, clean[inside], 1.0) + 4.0
+
+
+def test_a_second_pass_is_decided_once_for_the_whole_tiled_image(kodak_crop) -> None:
+    """srgb-camera on a 4:2:0 JPEG at sigma 10, in 128 px tiles whose own shares of the second pass
+    would differ (busy and flat parts): every tile takes the image's share, and the second pass
+    reads the first pass's output around each tile, so the tiled output is the whole image's."""
+    import io
+
+    from n2ncli.pd import SecondPass
+    from n2ncli.store import find_model
+
+    clean = kodak_crop(0, 0, 256, 256, image="kodim08.png").astype(np.float32) / 255.0
+    noisy = np.clip(np.round((clean + np.random.default_rng(1).normal(0, 10 / 255, clean.shape)) * 255), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(noisy.astype(np.uint8)).save(buf, format="JPEG", quality=92, subsampling=2)
+    jpeg = np.asarray(Image.open(buf)).astype(np.float32) / 255.0
+    camera = TorchPredictor(build_model(find_model("srgb-camera")), precision="fp32")
+    second = SecondPass(camera, 1.0)
+    tiled, whole = TileOptions(tile=128, overlap=32), TileOptions(tile=0)
+    once = denoise_array(jpeg, camera, tiled)
+    per_tile = [second.share(jpeg[y:y + 128, x:x + 128], once[y:y + 128, x:x + 128]) for y in (0, 128) for x in (0, 128)]
+    assert max(per_tile) - min(per_tile) > 0.1  # the tiles alone would have disagreed
+    share = second.share(jpeg, once)
+    assert 0.0 < share < 1.0
+    twice = denoise_array(np.clip(once, 0, 1).astype(np.float32), camera, tiled)
+    out = denoise_array(jpeg, second, tiled)
+    np.testing.assert_allclose(out, (1 - share) * once + share * twice, atol=1e-6)
+    assert np.abs(out - denoise_array(jpeg, second, whole)).mean() < 1e-3
+    ticks: list[tuple[int, int]] = []
+    denoise_array(jpeg, second, tiled, on_tile=lambda d, n: ticks.append((d, n)))
+    assert ticks[-1][0] == ticks[-1][1] and ticks[-1][1] == 2 * ticks[0][1]  # progress counts both passes

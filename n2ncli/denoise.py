@@ -139,14 +139,9 @@ def _two_passes(image: np.ndarray, second: SecondPass, options: TileOptions,
     256 px tiles: up to -0.15 dB against the whole image) and fed the second pass the first pass's
     mirrored border at every tile edge. Progress counts both passes.
     """
-    once = denoise_array(image, second.inner, options, on_tile, on_retry)
-    share = second.share(image, once)
-    if share == 0.0:
-        return once
-    again = None if on_tile is None else (lambda done, total: on_tile(total + done, 2 * total))
-    twice = denoise_array(np.ascontiguousarray(np.clip(once, 0.0, 1.0), dtype=np.float32), second.inner, options,
-                          again, on_retry)
-    return (1.0 - share) * once + share * twice
+    ticks = None if on_tile is None else (lambda done, total: on_tile(total + done, 2 * total))
+    return second.after(image, denoise_array(image, second.inner, options, on_tile, on_retry),
+                        lambda once: denoise_array(once, second.inner, options, ticks, on_retry))
 
 
 def _denoise_array(image: np.ndarray, predictor: Predictor, options: TileOptions,

@@ -10,6 +10,8 @@ Every function here is pure; arrays are NxHxWxC (numpy) or NxCxHxW (torch).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from n2ncli.backends import Predictor
@@ -134,13 +136,17 @@ class SecondPass(_Forwarding):
         removed = float(np.std(noisy.astype(np.float64) - once)) * 255.0
         return self.weight * min(max((removed - SECOND_PASS_FROM) / SECOND_PASS_SPAN, 0.0), 1.0)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        once = self.inner.predict(batch)
-        share = self.share(batch, once)
+    def after(self, noisy: np.ndarray, once: np.ndarray, again: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """The output from the first pass ``once`` over ``noisy``: ``again`` (the same denoiser)
+        runs over the clipped ``once`` only when the gate gives the second output a share."""
+        share = self.share(noisy, once)
         if share == 0.0:
             return once
-        twice = self.inner.predict(np.ascontiguousarray(np.clip(once, 0.0, 1.0), dtype=np.float32))
+        twice = again(np.ascontiguousarray(np.clip(once, 0.0, 1.0), dtype=np.float32))
         return (1.0 - share) * once + share * twice
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.after(batch, self.inner.predict(batch), self.inner.predict)
 
 
 # ----------------------------------------------------------------------------- choosing the stride

@@ -26,6 +26,7 @@ from n2ncli.errors import ConfigError, IncompatibleModelError, UnsupportedRawErr
 from n2ncli.io.dng import DNG_COMPRESSIONS
 from n2ncli.io.image import image_format
 from n2ncli.jobs import OUTPUT_TAG, Job, JobPlan, check_tag, is_stream, plan_batch, refused_raws
+from n2ncli.local_mean import SIGMA as MEAN_SIGMA
 from n2ncli.noise_guard import NoiseGuarded
 from n2ncli.pd import PdSelector, parse_pd
 from n2ncli.store import ModelRecord
@@ -56,6 +57,7 @@ class DenoiseRequest:
     quality: int | None = None  # lossy outputs; None: the input's own where it was lossy, else the format's default
     dng_compression: str = "lossless"  # raws' DNGs: lossless JPEG tiles, or "none"
     noise_guard: bool = True  # raws: the model's change kept within the noise measured on each raw
+    keep_mean: bool = True  # photos: the output given back the input's local mean (n2ncli.local_mean)
     name_suffix: str = OUTPUT_TAG  # between stem and extension: IMG_1.n2n.jpg
 
     def __post_init__(self) -> None:
@@ -228,6 +230,7 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
                                         correlated_blend=trained_blend(camera) if camera else 0.0,
                                         second_pass=second,
                                         correlated_second_pass=trained_second_pass(camera) if camera else 0.0,
+                                        keep_mean=MEAN_SIGMA if req.keep_mean else 0.0,
                                         grey=served(grey_served) if grey_served is not None else
                                         _Deferred(lambda: served(predictor(grey)), 1) if grey else None)
         where += f", pd {req.pd.lower()}"

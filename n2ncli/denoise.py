@@ -27,7 +27,7 @@ from n2ncli.io.image import (ImageData, encode_image, image_format, read_image, 
 from n2ncli.io.raw import RawData, is_raw, quiet_libraw, read_raw, render, rendered_exif
 from n2ncli.jobs import Job, is_stream
 from n2ncli.noise_guard import NoiseGuarded, keep_within_noise
-from n2ncli.pd import PdSelector, SecondPass
+from n2ncli.pd import MeanKept, PdSelector, SecondPass
 from n2ncli.tiling import Tile, TileAccumulator, tile_grid
 
 RAW_CHANNELS = 4
@@ -106,8 +106,11 @@ def denoise_array(image: np.ndarray, predictor: Predictor, options: TileOptions 
     ``MIN_RETRY_TILE``); ``on_retry(new_options, error)`` is told before each retry. The last
     out-of-memory error is raised when even the smallest tile does not fit. A
     :class:`~n2ncli.pd.SecondPass` over an image of several tiles runs image by image
-    (:func:`_two_passes`); an image in one tile gives it its mirrored context, as before.
+    (:func:`_two_passes`); an image in one tile gives it its mirrored context, as before. A
+    :class:`~n2ncli.pd.MeanKept` gives the whole output its input's local mean, after all tiles.
     """
+    if isinstance(predictor, MeanKept):
+        return predictor.after(image, denoise_array(image, predictor.inner, options, on_tile, on_retry))
     while True:
         try:
             if isinstance(predictor, SecondPass) and not _one_tile(image, options):

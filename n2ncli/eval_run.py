@@ -179,7 +179,8 @@ def run_eval(request: EvalRequest, *, fit: FitPairs | None = None,
         results.append(evaluate_pairs(
             served(lambda p: p), read_pairs(found), dataset=name, threads=METRIC_THREADS, baselines=baselines,
             on_output=crops.hook(name, "real") if crops else None, on_image=on_image))
-    model = SquarePadded(PdSelector(predictor, stride or 1, trained_stride(record)))  # the official test's padding
+    # the official test's padding; the network alone, as the paper scores it (no local mean kept)
+    model = SquarePadded(PdSelector(predictor, stride or 1, trained_stride(record), keep_mean=0))
     for clean in sets:
         for spec in noises:
             reps = request.repeats or clean.repeats

@@ -16,6 +16,8 @@ import numpy as np
 
 from n2ncli.backends import Predictor
 from n2ncli.errors import ConfigError
+from n2ncli.local_mean import SIGMA as MEAN_SIGMA
+from n2ncli.local_mean import keep_local_mean
 
 #: Strides ``--pd`` accepts (1 = no PD).
 STRIDES = (1, 2, 3)
@@ -149,6 +151,25 @@ class SecondPass(_Forwarding):
         return self.after(batch, self.inner.predict(batch), self.inner.predict)
 
 
+
+class MeanKept(_Forwarding):
+    """Wraps any predictor: its output given back the input's local mean (``n2ncli.local_mean``).
+
+    ``denoise_array`` applies it once to a whole image, after every tile (and any second pass);
+    ``predict`` keeps each image's (or tile's) own, for callers without the whole image.
+    """
+
+    def __init__(self, inner: Predictor, sigma: float = MEAN_SIGMA) -> None:
+        if sigma <= 0:
+            raise ConfigError(f"the local mean's sigma must be positive, got {sigma}")
+        self.inner, self.sigma, self.channels = inner, sigma, inner.channels
+
+    def after(self, noisy: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return keep_local_mean(noisy, out, self.sigma)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return np.stack([self.after(b, o) for b, o in zip(batch, self.inner.predict(batch))])
+
 # ----------------------------------------------------------------------------- choosing the stride
 
 #: Side of the square blocks the correlation statistic compares, and the share of the flattest
@@ -269,13 +290,16 @@ class PdSelector(_Forwarding):
     channels (``denoise_image_data``): on the real pairs' luma, correlated, the real-photo model
     that way beat the grey one through PD2 (docs/models.md). ``second_pass`` and
     ``correlated_second_pass`` are auto's :class:`SecondPass` weights for each model on images
-    whose chroma noise alone is correlated.
+    whose chroma noise alone is correlated. Every route :meth:`for_image` returns keeps the
+    input's local mean over ``keep_mean`` px (:class:`MeanKept`; 0 for the network alone, as the
+    paper protocol scores it).
     """
 
     def __init__(self, inner: Predictor, stride: int | None, correlated_stride: int = CORRELATED_STRIDE,
                  correlated: Predictor | None = None, correlated_with: int | None = None,
                  blend: float = 0.0, correlated_blend: float = 0.0, grey: Predictor | None = None,
-                 second_pass: float = 0.0, correlated_second_pass: float = 0.0) -> None:
+                 second_pass: float = 0.0, correlated_second_pass: float = 0.0,
+                 keep_mean: float = MEAN_SIGMA) -> None:
         self.inner, self.stride = inner, stride
         self.correlated_stride = check_stride(correlated_stride)
         self.correlated = correlated
@@ -289,6 +313,8 @@ class PdSelector(_Forwarding):
         if grey is not None and grey.channels != 1:
             raise ConfigError(f"the grey model takes {grey.channels}-channel input, not 1")
         self.grey = grey
+        # each image's output given back its input's local mean over this sigma (px); 0: not
+        self.keep_mean = keep_mean
         self.channels = inner.channels
 
 
@@ -320,6 +346,11 @@ class PdSelector(_Forwarding):
         return self.correlated, self.stride or _auto_stride(luma, self.correlated_with), chroma_only
 
     def for_image(self, image: np.ndarray) -> Predictor:
+        route = self.route(image)
+        return MeanKept(route, self.keep_mean) if self.keep_mean > 0 else route
+
+    def route(self, image: np.ndarray) -> Predictor:
+        """The predictor for ``image`` before its local mean is kept: stride, blend, second pass."""
         predictor, stride, chroma_only = self._decide(image)
         if stride == 1:
             weight = self.correlated_second_pass if predictor is self.correlated else self.second_pass

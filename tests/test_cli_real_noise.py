@@ -130,3 +130,17 @@ def test_eval_pairs_scores_what_denoise_writes(n2n: Callable[..., Run], shared_d
         clean = read_image(pairs / f"{score['name']}_mean.png").pixels
         assert score["psnr"] == pytest.approx(psnr(clean, read_image(out).pixels), abs=1e-6)
         assert score["psnr"] > blind[score["name"]] > score["noisy_psnr"]
+
+
+def test_no_keep_mean_writes_the_networks_own_colour(n2n: Callable[..., Run], real_jpegs: Path, tmp_path: Path) -> None:
+    """By default the output keeps the photo's local mean; --no-keep-mean leaves the network's shift."""
+    from n2ncli.io.image import read_image
+
+    photo = sorted(real_jpegs.iterdir())[0]
+    for flag in ("--keep-mean", "--no-keep-mean"):
+        assert n2n("denoise", photo, "-o", tmp_path / f"{flag}.png", flag).code == 0
+    noisy = read_image(photo).pixels.astype(np.float64)
+    kept, own = (read_image(tmp_path / f"{flag}.png").pixels.astype(np.float64) for flag in ("--keep-mean", "--no-keep-mean"))
+    shift = lambda out: np.abs((out - noisy).mean(axis=(0, 1))).max()  # noqa: E731 - the largest channel's mean shift
+    assert not np.array_equal(kept, own)
+    assert shift(kept) < shift(own)

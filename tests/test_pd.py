@@ -136,9 +136,9 @@ def test_auto_mixes_in_the_models_plain_share_and_an_explicit_stride_does_not() 
     correlated = np.repeat(np.repeat(flat[::2, ::2], 2, axis=0), 2, axis=1)  # noise shared by 2x2 cells
     assert noise_correlation(correlated) > CORRELATED
     blind, camera = Identity(3), Identity(3)
-    auto = PdSelector(blind, None, 2, camera, 2, blend=0.0, correlated_blend=0.5).for_image(correlated)
+    auto = PdSelector(blind, None, 2, camera, 2, blend=0.0, correlated_blend=0.5).route(correlated)
     assert isinstance(auto, PixelShufflePredictor) and auto.inner is camera and auto.blend == 0.5
-    fixed = PdSelector(blind, 2, 2, camera, 2, blend=0.0, correlated_blend=0.5).for_image(correlated)
+    fixed = PdSelector(blind, 2, 2, camera, 2, blend=0.0, correlated_blend=0.5).route(correlated)
     assert isinstance(fixed, PixelShufflePredictor) and fixed.blend == 0.0
     assert trained_blend(read_record(SHIPPED_DIR / "srgb-camera", shipped=True)) == 0.5
     assert trained_blend(read_record(SHIPPED_DIR / "srgb-gaussian5-50", shipped=True)) == 0.0
@@ -162,7 +162,7 @@ def test_auto_keeps_stride_1_when_only_a_jpegs_chroma_is_correlated(kodak_crop, 
     assert selector.choice(real) == (camera, 2)
     assert PdSelector(blind, None, 2).choice(jpeg) == (blind, 1)
     assert PdSelector(blind, 2, 2, camera).choice(jpeg) == (camera, 2)  # an explicit --pd still rules
-    assert selector.for_image(jpeg) is camera
+    assert selector.route(jpeg) is camera
 
 
 def test_strong_jpeg_noise_gets_a_second_pass_and_weak_noise_does_not(kodak_crop) -> None:
@@ -181,7 +181,7 @@ def test_strong_jpeg_noise_gets_a_second_pass_and_weak_noise_does_not(kodak_crop
     scores = {}
     for sigma in (5, 25):
         jpeg = _jpeg(_noisy_u8(clean, sigma, 1), 2)
-        chosen = selector.for_image(jpeg)
+        chosen = selector.route(jpeg)
         assert isinstance(chosen, SecondPass) and chosen.inner is camera
         once = camera.predict(jpeg[None])
         scores[sigma] = (chosen.share(jpeg[None], once), psnr(target, quantize_uint8(chosen.predict(jpeg[None])[0])),
@@ -189,7 +189,7 @@ def test_strong_jpeg_noise_gets_a_second_pass_and_weak_noise_does_not(kodak_crop
     assert scores[5][0] == 0.0 and scores[5][1] == scores[5][2]  # weak noise: the first pass alone
     assert scores[25][0] > 0.5 and scores[25][1] > scores[25][2] + 0.5  # strong: the second pass pays
     plain = PdSelector(Identity(3), None, 2, camera, 2)  # a model without the setting: one pass
-    assert plain.for_image(_jpeg(_noisy_u8(clean, 25, 1), 2)) is camera
+    assert plain.route(_jpeg(_noisy_u8(clean, 25, 1), 2)) is camera
 
 
 def test_selector_sends_grey_images_to_the_grey_model(kodak_crop) -> None:
@@ -204,7 +204,7 @@ def test_selector_sends_grey_images_to_the_grey_model(kodak_crop) -> None:
     blind, camera, grey = Identity(3), Identity(3), Identity(1)
     selector = PdSelector(blind, None, 2, camera, 2, correlated_blend=0.5, grey=grey)
     assert selector.choice(grey_img) == (grey, 1)
-    assert selector.for_image(grey_img) is grey
+    assert selector.route(grey_img) is grey
     assert selector.choice(shared) == (camera, 2)
     assert selector.choice(colour)[0] is not grey
     assert PdSelector(blind, 3, 2, grey=grey).choice(grey_img) == (grey, 3)

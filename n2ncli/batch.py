@@ -26,7 +26,6 @@ from n2ncli.errors import ConfigError, IncompatibleModelError, UnsupportedRawErr
 from n2ncli.io.dng import DNG_COMPRESSIONS
 from n2ncli.io.image import image_format
 from n2ncli.jobs import OUTPUT_TAG, Job, JobPlan, check_tag, is_stream, plan_batch, refused_raws
-from n2ncli.local_mean import SIGMA as MEAN_SIGMA
 from n2ncli.noise_guard import NoiseGuarded
 from n2ncli.pd import PdSelector, parse_pd
 from n2ncli.store import ModelRecord
@@ -230,7 +229,7 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
                                         correlated_blend=trained_blend(camera) if camera else 0.0,
                                         second_pass=second,
                                         correlated_second_pass=trained_second_pass(camera) if camera else 0.0,
-                                        keep_mean=MEAN_SIGMA if req.keep_mean else 0.0,
+                                        keep_mean=req.keep_mean,
                                         grey=served(grey_served) if grey_served is not None else
                                         _Deferred(lambda: served(predictor(grey)), 1) if grey else None)
         where += f", pd {req.pd.lower()}"

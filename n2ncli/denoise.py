@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -20,8 +20,7 @@ import numpy as np
 from n2ncli.backends import OutOfMemory, Predictor
 from n2ncli.bayer import pack, unpack
 from n2ncli.device import free_ram
-from n2ncli.errors import (ConfigError, ImageReadError, ImageWriteError, IncompatibleModelError, N2nError,
-                            UnsupportedRawError)
+from n2ncli.errors import ConfigError, IncompatibleModelError, N2nError, UnsupportedRawError
 from n2ncli.io.image import (ImageData, encode_image, image_format, read_image, read_image_bytes,
                              writable_bit_depth, write_image)
 from n2ncli.io.raw import RawData, is_raw, quiet_libraw, read_raw, render, rendered_exif

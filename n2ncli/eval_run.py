@@ -180,7 +180,7 @@ def run_eval(request: EvalRequest, *, fit: FitPairs | None = None,
             served(lambda p: p), read_pairs(found), dataset=name, threads=METRIC_THREADS, baselines=baselines,
             on_output=crops.hook(name, "real") if crops else None, on_image=on_image))
     # the official test's padding; the network alone, as the paper scores it (no local mean kept)
-    model = SquarePadded(PdSelector(predictor, stride or 1, trained_stride(record), keep_mean=0))
+    model = SquarePadded(PdSelector(predictor, stride or 1, trained_stride(record), keep_mean=False))
     for clean in sets:
         for spec in noises:
             reps = request.repeats or clean.repeats

@@ -4,9 +4,9 @@ an area's average brightness or colour.
 The networks do move it a little: the real-photo model shifts colour at coarse scales (on the
 real pairs its output's mean minus the input's: -0.01 / -0.04 / +0.33 grey levels in R / G / B,
 and more locally), and the blind one flattens slow gradients slightly. Adding back the
-low-pass of what the model removed, ``out + G_sigma(noisy - out)`` with sigma 16 px, undoes
-that and adds almost no noise: a Gaussian of 16 px keeps 1/57 of independent noise's standard
-deviation. Measured with an exact Gaussian over outputs of the shipped models
+low-pass of what the model removed, ``out + G_sigma(noisy - out)`` with sigma 16 px (8 px for
+fine-grained noise, at stride 1), undoes that and adds almost no noise: a Gaussian of 16 px
+keeps 1/57 of independent noise's standard deviation (8 px: 1/28). Measured with an exact Gaussian over outputs of the shipped models
 (docs/real-noise.md, "Keeping the input's local mean"): the real pairs 37.36 -> 37.52 dB (better
 on 34 of 41); Kodak, 12 images, Gaussian sigma 15 as PNG 33.51 -> 33.56 and as JPEG q92 4:2:0
 32.27 -> 32.38 (12 of 12 each), float sigma 25 31.42 -> 31.46; synthetic camera noise,
@@ -20,8 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Standard deviation (px) of the Gaussian whose low-pass of the input is kept.
+#: Standard deviation (px) of the Gaussian whose low-pass of the input is kept: for photos whose
+#: luma noise is correlated (denoised through pixel-shuffle), and for the others (stride 1),
+#: whose noise is fine-grained. Real pairs (all PD2): 37.51 / 37.52 / 37.52 dB at 8 / 12 / 16 px;
+#: stride 1, Kodak JPEG q92 4:2:0 at sigma 5 / 15 / 25 (12 images): +0.12 / +0.15 / +0.16 dB at
+#: 8 px against +0.07 / +0.11 / +0.14 at 16.
 SIGMA = 16.0
+SIGMA_FINE = 8.0
 #: Side of the cells the low-pass is computed on.
 CELL = 4
 

@@ -17,6 +17,7 @@ import numpy as np
 from n2ncli.backends import Predictor
 from n2ncli.errors import ConfigError
 from n2ncli.local_mean import SIGMA as MEAN_SIGMA
+from n2ncli.local_mean import SIGMA_FINE as MEAN_SIGMA_FINE
 from n2ncli.local_mean import keep_local_mean
 
 #: Strides ``--pd`` accepts (1 = no PD).
@@ -290,16 +291,17 @@ class PdSelector(_Forwarding):
     channels (``denoise_image_data``): on the real pairs' luma, correlated, the real-photo model
     that way beat the grey one through PD2 (docs/models.md). ``second_pass`` and
     ``correlated_second_pass`` are auto's :class:`SecondPass` weights for each model on images
-    whose chroma noise alone is correlated. Every route :meth:`for_image` returns keeps the
-    input's local mean over ``keep_mean`` px (:class:`MeanKept`; 0 for the network alone, as the
-    paper protocol scores it).
+    whose chroma noise alone is correlated. With ``keep_mean`` every route :meth:`for_image`
+    returns keeps the input's local mean (:class:`MeanKept`), over ``MEAN_SIGMA`` px through
+    pixel-shuffle and ``MEAN_SIGMA_FINE`` at stride 1; without, the network alone, as the paper
+    protocol scores it.
     """
 
     def __init__(self, inner: Predictor, stride: int | None, correlated_stride: int = CORRELATED_STRIDE,
                  correlated: Predictor | None = None, correlated_with: int | None = None,
                  blend: float = 0.0, correlated_blend: float = 0.0, grey: Predictor | None = None,
                  second_pass: float = 0.0, correlated_second_pass: float = 0.0,
-                 keep_mean: float = MEAN_SIGMA) -> None:
+                 keep_mean: bool = True) -> None:
         self.inner, self.stride = inner, stride
         self.correlated_stride = check_stride(correlated_stride)
         self.correlated = correlated
@@ -313,7 +315,7 @@ class PdSelector(_Forwarding):
         if grey is not None and grey.channels != 1:
             raise ConfigError(f"the grey model takes {grey.channels}-channel input, not 1")
         self.grey = grey
-        # each image's output given back its input's local mean over this sigma (px); 0: not
+        # each image's output given back its input's local mean (n2ncli.local_mean)
         self.keep_mean = keep_mean
         self.channels = inner.channels
 
@@ -347,7 +349,9 @@ class PdSelector(_Forwarding):
 
     def for_image(self, image: np.ndarray) -> Predictor:
         route = self.route(image)
-        return MeanKept(route, self.keep_mean) if self.keep_mean > 0 else route
+        if not self.keep_mean:
+            return route
+        return MeanKept(route, MEAN_SIGMA if isinstance(route, PixelShufflePredictor) else MEAN_SIGMA_FINE)
 
     def route(self, image: np.ndarray) -> Predictor:
         """The predictor for ``image`` before its local mean is kept: stride, blend, second pass."""

@@ -11,7 +11,7 @@ import pytest
 from n2ncli.backends.torch import TorchPredictor
 from n2ncli.denoise import TileOptions, denoise_array
 from n2ncli.io.image import read_image
-from n2ncli.local_mean import keep_local_mean, low_pass
+from n2ncli.local_mean import SIGMA, SIGMA_FINE, keep_local_mean, low_pass
 from n2ncli.metrics import psnr, quantize_uint8
 from n2ncli.pd import MeanKept, PdSelector
 from n2ncli.store import build_model, find_model, trained_blend, trained_stride
@@ -74,8 +74,10 @@ def test_a_tiled_image_keeps_its_mean_once_over_the_whole_output(kodak_crop) -> 
 
 def test_the_selector_keeps_the_mean_unless_told_not_to(kodak_crop) -> None:
     image = _float(kodak_crop(height=64, width=64))
-    assert isinstance(PdSelector(_Darkening(), 1).for_image(image), MeanKept)
-    assert not isinstance(PdSelector(_Darkening(), 1, keep_mean=0).for_image(image), MeanKept)
+    fine, shuffled = PdSelector(_Darkening(), 1).for_image(image), PdSelector(_Darkening(), 2).for_image(image)
+    assert isinstance(fine, MeanKept) and fine.sigma == SIGMA_FINE  # fine-grained noise: a tighter low-pass
+    assert isinstance(shuffled, MeanKept) and shuffled.sigma == SIGMA  # correlated noise, through PD
+    assert not isinstance(PdSelector(_Darkening(), 1, keep_mean=False).for_image(image), MeanKept)
 
 
 def test_keeping_the_mean_raises_the_real_photo_model_on_a_real_pair(shared_data: Path) -> None:
@@ -85,7 +87,7 @@ def test_keeping_the_mean_raises_the_real_photo_model_on_a_real_pair(shared_data
     record = find_model("srgb-camera")
     net = TorchPredictor(build_model(record), precision="fp32")
     scores = []
-    for keep in (0, 16):
+    for keep in (False, True):
         selector = PdSelector(net, None, trained_stride(record), blend=trained_blend(record), keep_mean=keep)
         scores.append(psnr(clean, quantize_uint8(denoise_array(noisy, selector.for_image(noisy), TileOptions(tile=0)))))
     assert scores[1] > scores[0] + 0.02, scores

@@ -152,7 +152,6 @@ class SecondPass(_Forwarding):
         return self.after(batch, self.inner.predict(batch), self.inner.predict)
 
 
-
 class MeanKept(_Forwarding):
     """Wraps any predictor: its output given back the input's local mean (``n2ncli.local_mean``).
 
@@ -170,6 +169,7 @@ class MeanKept(_Forwarding):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return np.stack([self.after(b, o) for b, o in zip(batch, self.inner.predict(batch))])
+
 
 # ----------------------------------------------------------------------------- choosing the stride
 

@@ -62,7 +62,7 @@ def _upsample_rows(a: np.ndarray, cell: int) -> np.ndarray:
 def low_pass(a: np.ndarray, sigma: float = SIGMA, cell: int = CELL) -> np.ndarray:
     """About a Gaussian of ``sigma`` px over an HxWxC array, computed on ``cell`` x ``cell`` cells."""
     h, w, c = a.shape
-    cell = max(1, min(cell, int(sigma // 2) or 1))
+    cell = max(1, min(cell, int(sigma // 2)))  # cells no wider than half the Gaussian
     hc, wc = -(-h // cell), -(-w // cell)
     p = a.astype(np.float32, copy=False)
     if (hc * cell, wc * cell) != (h, w):

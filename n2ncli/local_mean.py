@@ -4,8 +4,9 @@ an area's average brightness or colour.
 The networks do move it a little: on the real pairs the real-photo model's output minus its
 input has a mean of -0.01 / -0.04 / +0.33 grey levels in R / G / B, and more locally. Adding back
 the low-pass of what the model removed, ``out + G_sigma(noisy - out)`` with sigma 16 px (8 px at
-stride 1, where the noise is fine-grained), undoes that and brings back almost no noise: a
-Gaussian of 16 px keeps 1/57 of independent noise's standard deviation (8 px: 1/28).
+stride 1, where the noise is fine-grained; 4 px where only the chroma noise is correlated),
+undoes that and brings back almost no noise: a Gaussian of 16 px keeps 1/57 of independent
+noise's standard deviation (8 px: 1/28, 4 px: 1/14).
 
 Measured with an exact Gaussian over outputs of the shipped models (docs/real-noise.md,
 "Keeping the input's local mean"): the real pairs 37.36 -> 37.52 dB (better on 34 of 41); Kodak,
@@ -29,6 +30,11 @@ import numpy as np
 #: 8 px against +0.07 / +0.11 / +0.14 at 16.
 SIGMA = 16.0
 SIGMA_FINE = 8.0
+#: At stride 1 on photos whose chroma noise alone is correlated (a JPEG's 4:2:0 chroma), where the
+#: real-photo model smooths fine detail away at low noise: all 24 Kodak, Gaussian sigma 5 / 15 / 25
+#: as JPEG q92 4:2:0 (srgb-camera's route), +0.11 / +0.07 / -0.01 dB at 4 px against 8 (the same on
+#: both halves of the 24; 3 px: +0.18 / +0.08 / -0.07); the blind model there 29.45 at both.
+SIGMA_CHROMA = 4.0
 #: Side of the cells the low-pass is computed on.
 CELL = 4
 

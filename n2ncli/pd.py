@@ -17,6 +17,7 @@ import numpy as np
 from n2ncli.backends import Predictor
 from n2ncli.errors import ConfigError
 from n2ncli.local_mean import SIGMA as MEAN_SIGMA
+from n2ncli.local_mean import SIGMA_CHROMA as MEAN_SIGMA_CHROMA
 from n2ncli.local_mean import SIGMA_FINE as MEAN_SIGMA_FINE
 from n2ncli.local_mean import keep_local_mean
 
@@ -293,7 +294,8 @@ class PdSelector(_Forwarding):
     ``correlated_second_pass`` are auto's :class:`SecondPass` weights for each model on images
     whose chroma noise alone is correlated. With ``keep_mean`` every route :meth:`for_image`
     returns keeps the input's local mean (:class:`MeanKept`), over ``MEAN_SIGMA`` px through
-    pixel-shuffle and ``MEAN_SIGMA_FINE`` at stride 1; without, the network alone, as the paper
+    pixel-shuffle, ``MEAN_SIGMA_CHROMA`` at stride 1 when only the chroma noise is correlated and
+    ``MEAN_SIGMA_FINE`` for the other stride-1 images; without, the network alone, as the paper
     protocol scores it.
     """
 
@@ -348,22 +350,28 @@ class PdSelector(_Forwarding):
         return self.correlated, self.stride or _auto_stride(luma, self.correlated_with), chroma_only
 
     def for_image(self, image: np.ndarray) -> Predictor:
-        route = self.route(image)
+        route, chroma_only = self._route(image)
         if not self.keep_mean:
             return route
-        return MeanKept(route, MEAN_SIGMA if isinstance(route, PixelShufflePredictor) else MEAN_SIGMA_FINE)
+        if isinstance(route, PixelShufflePredictor):
+            return MeanKept(route, MEAN_SIGMA)
+        return MeanKept(route, MEAN_SIGMA_CHROMA if chroma_only else MEAN_SIGMA_FINE)
 
     def route(self, image: np.ndarray) -> Predictor:
         """The predictor for ``image`` before its local mean is kept: stride, blend, second pass."""
+        return self._route(image)[0]
+
+    def _route(self, image: np.ndarray) -> tuple[Predictor, bool]:
+        """:meth:`route`, and whether it runs at stride 1 because only the chroma noise is correlated."""
         predictor, stride, chroma_only = self._decide(image)
         if stride == 1:
             weight = self.correlated_second_pass if predictor is self.correlated else self.second_pass
             if self.stride is None and weight > 0 and chroma_only:
-                return SecondPass(predictor, weight)
-            return predictor
+                return SecondPass(predictor, weight), True
+            return predictor, chroma_only
         blend = 0.0 if self.stride is not None else (
             self.correlated_blend if predictor is self.correlated else self.blend)
-        return PixelShufflePredictor(predictor, stride, blend)
+        return PixelShufflePredictor(predictor, stride, blend), False
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Batches without their image (evaluation): each image of the batch decides for itself."""

@@ -5,8 +5,9 @@
    three exposures across Brooks et al.'s calibrated range (shot 2e-4 / 2e-3 / 1e-2, read on the
    calibration line): low, mid and high ISO. PSNR on the packed linear values (peak 1), as
    raw benchmarks (SIDD raw) score, for the noisy input and the model's output clipped to [0, 1].
-   Each model is scored bare and as ``n2n denoise`` runs it, its change kept within the noise
-   measured on the input (``n2ncli.noise_guard``).
+   Each model is scored bare and as ``n2n denoise`` runs it: its change kept within the noise
+   measured on the input (``n2ncli.noise_guard``), then the input's local mean given back over
+   ``local_mean.SIGMA_RAW`` packed pixels (and with the mean alone, as ``--no-noise-guard``).
 2. ../shared/data/raw/colorchart.dng (Canon, RGGB, low ISO): the same three noise levels added to
    its normalised mosaic; PSNR against the file's own mosaic. With ``--crops DIR``, LibRaw's
    developments (noisy / denoised / the file) of a crop are written there as PNG.
@@ -33,6 +34,7 @@ from n2ncli.io.image import list_images, read_image  # noqa: E402
 from n2ncli.io.raw import read_raw, render  # noqa: E402
 from n2ncli.nets.unet import UNet, bayer_from_rgb  # noqa: E402
 from n2ncli.store import build_model, find_model  # noqa: E402
+from n2ncli.local_mean import SIGMA_RAW, keep_local_mean  # noqa: E402
 from n2ncli.noise_guard import keep_within_noise  # noqa: E402
 from n2ncli.synthesis import CameraParams, heteroscedastic, packed_mosaic, read_for  # noqa: E402
 
@@ -83,13 +85,17 @@ def main() -> None:
         net = UNet(4)
         net.load_state_dict(bayer_from_rgb(build_model(find_model("srgb-gaussian5-50")).state_dict()))
         nets["warm start (untrained)"] = net.eval()
-    preds = {k: (TorchPredictor(v, "cpu"), False) for k, v in nets.items()}
-    if not args.no_guard:  # each model also as denoise runs it: its change kept within the noise
-        preds.update({f"{k} + noise guard": (p, True) for k, (p, _) in list(preds.items())})
+    bare = {k: TorchPredictor(v, "cpu") for k, v in nets.items()}
+    preds = {k: (p, False, False) for k, p in bare.items()}
+    if not args.no_guard:  # each model also as denoise runs it: its change kept within the noise,
+        for k, p in bare.items():  # then the input's local mean given back (and the mean alone)
+            preds.update({f"{k} + local mean": (p, False, True), f"{k} + noise guard": (p, True, False),
+                          f"{k} + noise guard + local mean": (p, True, True)})
 
-    def run(entry: tuple[TorchPredictor, bool], y: np.ndarray) -> np.ndarray:
+    def run(entry: tuple[TorchPredictor, bool, bool], y: np.ndarray) -> np.ndarray:
         out = denoise_array(y, entry[0], opts)
-        return keep_within_noise(y, out) if entry[1] else out
+        out = keep_within_noise(y, out) if entry[1] else out
+        return keep_local_mean(y, out, SIGMA_RAW) if entry[2] else out
 
     opts = TileOptions(tile=512)
     clean = [] if args.chart_only else kodak_mosaics(scale=args.scale)
@@ -125,7 +131,7 @@ def main() -> None:
             Image.fromarray(develop(y)).save(args.crops / "raw-chart-noisy.png", optimize=True)
             Image.fromarray(develop(chart)).save(args.crops / "raw-chart-file.png", optimize=True)
             for k, o in outs.items():
-                name = k.split(" ")[0] + ("-guarded" if preds[k][1] else "")
+                name = k.split(" ")[0] + ("-guarded" if preds[k][1] else "") + ("-mean" if preds[k][2] else "")
                 Image.fromarray(develop(np.clip(o, 0, None))).save(args.crops / f"raw-chart-{name}.png", optimize=True)
 
 

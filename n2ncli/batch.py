@@ -26,8 +26,9 @@ from n2ncli.errors import ConfigError, IncompatibleModelError, UnsupportedRawErr
 from n2ncli.io.dng import DNG_COMPRESSIONS
 from n2ncli.io.image import image_format
 from n2ncli.jobs import OUTPUT_TAG, Job, JobPlan, check_tag, is_stream, plan_batch, refused_raws
+from n2ncli.local_mean import SIGMA_RAW as RAW_MEAN_SIGMA
 from n2ncli.noise_guard import NoiseGuarded
-from n2ncli.pd import PdSelector, parse_pd
+from n2ncli.pd import MeanKept, PdSelector, parse_pd
 from n2ncli.store import ModelRecord
 
 
@@ -56,7 +57,7 @@ class DenoiseRequest:
     quality: int | None = None  # lossy outputs; None: the input's own where it was lossy, else the format's default
     dng_compression: str = "lossless"  # raws' DNGs: lossless JPEG tiles, or "none"
     noise_guard: bool = True  # raws: the model's change kept within the noise measured on each raw
-    keep_mean: bool = True  # photos: the output given back the input's local mean (n2ncli.local_mean)
+    keep_mean: bool = True  # photos and raws: the output given back the input's local mean (n2ncli.local_mean)
     name_suffix: str = OUTPUT_TAG  # between stem and extension: IMG_1.n2n.jpg
 
     def __post_init__(self) -> None:
@@ -172,7 +173,7 @@ def dng_record(record: ModelRecord, request: DenoiseRequest, options: TileOption
     return {"model": record.name, "sha256": record.sha256, "version": __version__,
             "settings": {"backend": request.backend, "device": request.device, "precision": request.precision,
                          "tile": options.tile, "overlap": options.overlap, "self_ensemble": request.self_ensemble,
-                         "noise_guard": request.noise_guard}}
+                         "noise_guard": request.noise_guard, "keep_mean": request.keep_mean}}
 
 
 def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) -> None:
@@ -221,6 +222,8 @@ def load_models(run: DenoiseRun, on_adapt: Callable[[Any], None] | None = None) 
         where += ", x8 self-ensemble"
     if "raw" in predictors and req.noise_guard:
         predictors["raw"] = NoiseGuarded(predictors["raw"])
+    if "raw" in predictors and req.keep_mean:  # after the guard (denoise_raw)
+        predictors["raw"] = MeanKept(predictors["raw"], RAW_MEAN_SIGMA)
     if "srgb" in predictors:
         extra = served(predictor(camera)) if camera else None
         predictors["srgb"] = PdSelector(predictors["srgb"], parse_pd(req.pd), trained_stride(records["srgb"]), extra,

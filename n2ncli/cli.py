@@ -166,7 +166,7 @@ def denoise(
     linear: Annotated[bool, typer.Option(help="Raw to TIFF/PNG: linear 16-bit instead of sRGB gamma.")] = False,
     dng_compression: Annotated[str, typer.Option("--dng-compression", metavar="lossless|none", help="Raw to DNG: lossless JPEG tiles (about the size of a camera's compressed raw), or none (uncompressed, 2 bytes a photosite).")] = "lossless",
     noise_guard: Annotated[bool, typer.Option("--noise-guard/--no-noise-guard", help="Raws: where the model would change an area by more than the noise measured on the raw, keep part of the original (fine detail at low ISO).")] = True,
-    keep_mean: Annotated[bool, typer.Option("--keep-mean/--no-keep-mean", help="Photos: give the output back the input's local mean (over about 8-16 px), which the networks shift slightly in colour and brightness.")] = True,
+    keep_mean: Annotated[bool, typer.Option("--keep-mean/--no-keep-mean", help="Give the output back the input's local mean (over about 4-16 px; raws after the noise guard), which the networks shift slightly in colour and brightness.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (never the inputs).")] = False,
     skip_existing: Annotated[bool, typer.Option(help="Skip inputs whose output exists (continue an interrupted folder run).")] = False,
     self_ensemble: Annotated[bool, typer.Option("--self-ensemble", help="Average the 8 flips/rotations (8x slower, usually a little cleaner).")] = False,

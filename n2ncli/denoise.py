@@ -275,16 +275,22 @@ def denoise_raw(raw: RawData, predictor: Predictor, options: TileOptions = TileO
     """Denoise a Bayer raw on its packed RGGB cells; returns the whole-sensor mosaic in DN (uint16).
 
     Tiles are laid on the packed grid, so every tile edge falls between 2x2 cells of the mosaic.
-    A ``NoiseGuarded`` predictor's change is then kept within the noise measured on this raw.
+    A ``NoiseGuarded`` predictor's change is then kept within the noise measured on this raw, and
+    a ``MeanKept`` one (around it) gives the result back the packed input's local mean.
     """
     if predictor.channels != RAW_CHANNELS:
         raise IncompatibleModelError(f"{raw.source}: raw files need a raw model (4 channels); "
                                      f"this model takes {predictor.channels}-channel sRGB input")
     packed, layout = pack(raw.normalised(), raw.pattern)
+    kept = predictor if isinstance(predictor, MeanKept) else None
+    if kept is not None:
+        predictor = kept.inner
     guarded = isinstance(predictor, NoiseGuarded)
     out = denoise_array(packed, predictor.inner if guarded else predictor, options, on_tile, on_retry)
     if guarded:
         out = keep_within_noise(packed, out)
+    if kept is not None:
+        out = kept.after(packed, out)
     return raw.with_visible(raw.to_dn(unpack(out, layout)))
 
 

@@ -4,8 +4,8 @@ an area's average brightness or colour.
 The networks do move it a little: on the real pairs the real-photo model's output minus its
 input has a mean of -0.01 / -0.04 / +0.33 grey levels in R / G / B, and more locally. Adding back
 the low-pass of what the model removed, ``out + G_sigma(noisy - out)`` with sigma 16 px (8 px at
-stride 1, where the noise is fine-grained; 4 px where only the chroma noise is correlated),
-undoes that and brings back almost no noise: a Gaussian of 16 px keeps 1/57 of independent
+stride 1, where the noise is fine-grained; 4 px where only the chroma noise is correlated;
+8 packed pixels on raws), undoes that and brings back almost no noise: a Gaussian of 16 px keeps 1/57 of independent
 noise's standard deviation (8 px: 1/28, 4 px: 1/14).
 
 Measured with an exact Gaussian over outputs of the shipped models (docs/real-noise.md,
@@ -35,6 +35,11 @@ SIGMA_FINE = 8.0
 #: as JPEG q92 4:2:0 (srgb-camera's route), +0.11 / +0.07 / -0.01 dB at 4 px against 8 (the same on
 #: both halves of the 24; 3 px: +0.18 / +0.08 / -0.07); the blind model there 29.45 at both.
 SIGMA_CHROMA = 4.0
+#: Raws, in packed (2x2-cell) pixels, after the noise guard: bench/raw_synthetic.py (24 Kodak
+#: mosaics and the colour chart at low / mid / high ISO) gained at every level at 6-8 px (Kodak
+#: +0.14 / +0.05 / +0.04 dB at 8, better on 24 of 24 each; the chart +0.56 / +0.61 / +0.35);
+#: 2-4 px gained more at low ISO and lost on the chart at high ISO.
+SIGMA_RAW = 8.0
 #: Side of the cells the low-pass is computed on.
 CELL = 4
 

@@ -312,3 +312,14 @@ def test_an_unknown_dng_compression_is_one_error_line(n2n: Callable[..., Run], k
     assert run.code == 1
     assert error_line(run) == "error: --dng-compression must be lossless or none, got 'zip'"
     assert not (tmp_path / "out.dng").exists()
+
+
+def test_a_raw_keeps_its_local_mean_unless_no_keep_mean(n2n: Callable[..., Run], kdc: Path, tmp_path: Path) -> None:
+    """The shipped raw model after its noise guard, with the local mean kept (the default) and
+    without: different mosaics, each recorded in the DNG's processing record."""
+    for flags, name in (((), "kept.dng"), (("--no-keep-mean",), "bare.dng")):
+        run = n2n("denoise", kdc, "-m", "raw-camera", "-o", tmp_path / name, *flags)
+        assert run.code == 0, run.err
+        assert read_processing_record(tmp_path / name)["settings"]["keep_mean"] is (not flags)
+    kept, bare = _visible(tmp_path / "kept.dng"), _visible(tmp_path / "bare.dng")
+    assert kept.shape == bare.shape and not np.array_equal(kept, bare)

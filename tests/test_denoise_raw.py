@@ -21,6 +21,9 @@ from n2ncli.jobs import Job, expand_inputs, plan_jobs
 from n2ncli.errors import ConfigError, ImageWriteError, IncompatibleModelError
 from n2ncli.io.image import read_image
 from n2ncli.io.raw import read_raw, render
+from n2ncli.local_mean import SIGMA_RAW
+from n2ncli.noise_guard import NoiseGuarded
+from n2ncli.pd import MeanKept
 from identity import Identity
 from n2ncli.nets.unet import UNet
 
@@ -82,6 +85,23 @@ def test_tiles_fall_between_bayer_cells(chart: Path) -> None:
     whole = denoise_raw(small, net, TileOptions(tile=0)).astype(np.int64)
     tiled = denoise_raw(small, net, TileOptions(tile=128, overlap=32)).astype(np.int64)
     assert np.abs(whole - tiled).max() <= 2
+
+
+class _Darkening(Identity):
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return super().predict(batch) * 0.9
+
+
+def test_a_raw_keeps_its_local_mean_after_the_guard_and_an_identity_stays_exact(kdc: Path) -> None:
+    """``MeanKept`` around the guard: the packed input's local mean comes back once the guard is
+    done (a 10 % darkening is undone), and the identity still returns the mosaic bit for bit."""
+    raw = read_raw(kdc)
+    tiles = TileOptions(tile=128, overlap=16)
+    assert np.array_equal(denoise_raw(raw, MeanKept(NoiseGuarded(Identity(4)), SIGMA_RAW), tiles), raw.mosaic)
+    dark = denoise_raw(raw, NoiseGuarded(_Darkening(4)), tiles).astype(np.float64)
+    kept = denoise_raw(raw, MeanKept(NoiseGuarded(_Darkening(4)), SIGMA_RAW), tiles).astype(np.float64)
+    visible = raw.mosaic.astype(np.float64)
+    assert abs(kept.mean() - visible.mean()) < 0.1 * abs(dark.mean() - visible.mean())
 
 
 def test_an_srgb_model_refuses_raw_input(chart: Path) -> None:

@@ -80,3 +80,14 @@ def test_the_shipped_raw_model_at_low_and_high_iso(chart_packed: np.ndarray, one
     assert guarded_high > noisy_high + 8 and guarded_high > bare_high - 1.0
     noisy_low, bare_low, guarded_low = scores[2e-4]
     assert guarded_low > bare_low + 2 and guarded_low > noisy_low - 1.5
+
+
+def test_keeping_the_local_mean_after_the_guard_raises_the_shipped_raw_model(chart_packed: np.ndarray,
+                                                                             one_thread: None) -> None:
+    """As ``denoise`` runs a raw: guard, then the packed input's local mean over SIGMA_RAW (mid ISO)."""
+    from n2ncli.local_mean import SIGMA_RAW, keep_local_mean
+
+    predictor = TorchPredictor(build_model(find_model("raw-camera")), "cpu")
+    y = noisy(chart_packed, 2e-3)
+    guarded = keep_within_noise(y, denoise_array(y, predictor, TileOptions(tile=0)))
+    assert psnr(keep_local_mean(y, guarded, SIGMA_RAW), chart_packed) > psnr(guarded, chart_packed) + 0.5  # measured +2.2

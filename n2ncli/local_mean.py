@@ -32,7 +32,7 @@ SIGMA = 16.0
 SIGMA_FINE = 8.0
 #: At stride 1 on photos whose chroma noise alone is correlated (a JPEG's 4:2:0 chroma), where the
 #: real-photo model smooths fine detail away at low noise: all 24 Kodak, Gaussian sigma 5 / 15 / 25
-#: as JPEG q92 4:2:0 (srgb-camera's route), +0.11 / +0.07 / -0.01 dB at 4 px against 8 (the same on
+#: as JPEG q92 4:2:0 (srgb-camera's route), +0.11 / +0.07 / -0.005 dB at 4 px against 8 (the same on
 #: both halves of the 24; 3 px: +0.18 / +0.08 / -0.07); the blind model there 29.45 at both.
 SIGMA_CHROMA = 4.0
 #: Raws, in packed (2x2-cell) pixels, after the noise guard: bench/raw_synthetic.py (24 Kodak

@@ -5,8 +5,8 @@ The networks do move it a little: on the real pairs the real-photo model's outpu
 input has a mean of -0.01 / -0.04 / +0.33 grey levels in R / G / B, and more locally. Adding back
 the low-pass of what the model removed, ``out + G_sigma(noisy - out)`` with sigma 16 px (8 px at
 stride 1, where the noise is fine-grained; 4 px where only the chroma noise is correlated;
-8 packed pixels on raws), undoes that and brings back almost no noise: a Gaussian of 16 px keeps 1/57 of independent
-noise's standard deviation (8 px: 1/28, 4 px: 1/14).
+8 packed pixels on raws), undoes that and brings back almost no noise: a Gaussian of 16 px
+keeps 1/57 of independent noise's standard deviation (8 px: 1/28, 4 px: 1/14).
 
 Measured with an exact Gaussian over outputs of the shipped models (docs/real-noise.md,
 "Keeping the input's local mean"): the real pairs 37.36 -> 37.52 dB (better on 34 of 41); Kodak,

@@ -62,3 +62,15 @@ def checkpoint_progress(run_dir: Path) -> Callable[[object], None]:
             shutil.copyfile(run_dir / "checkpoint.pt", run_dir / f"checkpoint-{p.step}.pt")
 
     return progress
+
+
+def model_from_checkpoint(path: Path, channels: int):  # noqa: ANN201 - (UNet, seconds, TrainConfig, step, state)
+    """A training run's model written from one of its checkpoints (``--from-checkpoint``): the
+    network in eval mode, the seconds trained, the run's config, the step, and the raw state."""
+    from n2ncli.nets.unet import UNet
+    from n2ncli.train import TrainConfig, load_checkpoint
+
+    state = load_checkpoint(path)
+    model = UNet(channels)
+    model.load_state_dict(state["model"])
+    return model.eval(), float(state["elapsed"]), TrainConfig.from_dict(state["config"]), int(state["step"]), state

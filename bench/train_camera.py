@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import cpu_name
+from _common import cpu_name, model_from_checkpoint
 
 from n2ncli.data import CropBatches, load_training_images
 from n2ncli.fit import read_pixels
@@ -119,14 +119,8 @@ def main() -> None:
         init = {k: v.float() for k, v in state.get("model", state).items()}
         init_name = f"{args.init} (from {blind.name})"
     if args.from_checkpoint:
-        from n2ncli.nets.unet import UNet
-
-        state = load_checkpoint(run_dir / "checkpoint.pt")
-        model = UNet(3)
-        model.load_state_dict(state["model"])
-        model, seconds, loss = model.eval(), float(state["elapsed"]), float("nan")
-        config = TrainConfig.from_dict(state["config"])
-        done_steps = int(state["step"])
+        model, seconds, config, done_steps, _ = model_from_checkpoint(run_dir / "checkpoint.pt", 3)
+        loss = float("nan")
     elif args.supervised:
         model, seconds, loss = supervised(config, images, run_dir, init)
     else:

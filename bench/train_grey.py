@@ -23,15 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import checkpoint_progress, cpu_name
+from _common import checkpoint_progress, cpu_name, model_from_checkpoint
 
 from n2ncli.data import LoadedImages
 from n2ncli.fit import read_pixels
 from n2ncli.io.image import list_images
 from n2ncli.luma import LUMA
-from n2ncli.nets.unet import UNet, grey_from_rgb
+from n2ncli.nets.unet import grey_from_rgb
 from n2ncli.store import SHIPPED_DIR, build_model, find_model, save_model
-from n2ncli.train import TrainConfig, load_checkpoint, train
+from n2ncli.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,11 +77,8 @@ def main() -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     blind = find_model("srgb-gaussian5-50")
     if args.from_checkpoint:
-        state = load_checkpoint(args.from_checkpoint)
-        model = UNet(1)
-        model.load_state_dict(state["model"])
-        model, seconds, loss = model.eval(), float(state["elapsed"]), float("nan")
-        config, done = TrainConfig.from_dict(state["config"]), int(state["step"])
+        model, seconds, config, done, _ = model_from_checkpoint(args.from_checkpoint, 1)
+        loss = float("nan")
     else:
         ckpt = run_dir / "checkpoint.pt"
         images = grey_images(args.data)

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import checkpoint_progress
+from _common import checkpoint_progress, model_from_checkpoint
 
 from n2ncli.data import LoadedImages
 from n2ncli.fit import read_pixels
 from n2ncli.io.image import list_images
-from n2ncli.nets.unet import UNet, bayer_from_rgb
+from n2ncli.nets.unet import bayer_from_rgb
 from n2ncli.store import SHIPPED_DIR, build_model, find_model, save_model
 from n2ncli.synthesis import CameraParams, packed_mosaic
 from n2ncli.train import TrainConfig, load_checkpoint, train
@@ -78,11 +78,8 @@ def main() -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     blind = find_model("srgb-gaussian5-50")
     if args.from_checkpoint:
-        state = load_checkpoint(args.from_checkpoint)
-        model = UNet(4)
-        model.load_state_dict(state["model"])
-        model, seconds, loss = model.eval(), float(state["elapsed"]), float("nan")
-        config, done = TrainConfig.from_dict(state["config"]), int(state["step"])
+        model, seconds, config, done, state = model_from_checkpoint(args.from_checkpoint, 4)
+        loss = float("nan")
         note = state.get("extra", {}).get("rescheduled", "")
     else:
         ckpt = run_dir / "checkpoint.pt"

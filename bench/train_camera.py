@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def config_for(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(steps=args.steps, batch_size=4, crop=256, lr=args.lr, lr_schedule="cosine", warmup_steps=0,
+    return TrainConfig(steps=args.steps, batch_size=4, crop=256, lr=args.lr, lr_schedule="cosine", warmup_steps=args.warmup,
                        gamma_end=2.0, gamma_constant=args.init is not None, noise="camera", pd=1, target="independent", full_pd=2, seed=args.seed,
                        level_weight=args.level_weight, precision="fp32",
                        checkpoint_every=min(100, args.keep_every or 100), checkpoint_seconds=240)
@@ -100,6 +100,8 @@ def main() -> None:
                     help="warm-start from this checkpoint.pt or weights.pt (default: the shipped blind model); "
                          "gamma then stays at its end value instead of ramping from 0")
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="linear lr warm-up over N steps (a later stage starts a fresh optimiser from trained weights)")
     ap.add_argument("--keep-every", type=int, default=0,
                     help="keep a copy of the checkpoint every N steps (checkpoint-<step>.pt), to evaluate later")
     ap.add_argument("--ship", action="store_true", help="write the finished model into the package (n2ncli/models)")
@@ -145,12 +147,15 @@ def main() -> None:
         "in the regulariser through PD2, as inference", "pd": 2, "steps": done_steps,
         "steps_planned": config.steps, "lr_schedule_note": f"cosine over {config.steps} steps, stopped at {done_steps}",
         "batch_size": config.batch_size, "crop": config.crop, "lr": config.lr, "lr_schedule": "cosine",
+        "warmup_steps": config.warmup_steps,
         "gamma": "2.0 constant" if args.init is not None else "0 -> 2.0 linear", "init": init_name,
         "device": f"cpu ({cpu_name()}, {os.cpu_count()} cores)",
         "threads": args.threads, "precision": "fp32", "seconds": round(seconds, 1), "final_loss": loss,
         "crops_seen": done_steps * config.batch_size,
         "command": f"python bench/train_camera.py --steps {config.steps} --threads {args.threads}"
                    + (" --supervised" if args.supervised else "") + f" --name {args.name}"
+                   + (f" --lr {args.lr:g}" if args.lr != 1e-4 else "") + (f" --warmup {args.warmup}" if args.warmup else "")
+                   + (f" --init {args.init}" if args.init is not None else "")
                    + (" (stopped; then --from-checkpoint --ship)" if done_steps < config.steps else ""),
     }
     root = SHIPPED_DIR if args.ship else run_dir / "models"

@@ -3,10 +3,16 @@
 Scores (PSNR/SSIM on uint8, the eval protocol) on all the real noisy/clean pairs of a folder:
 the noisy input, BM3D at fixed sigmas (if the bm3d package is installed), the blind model
 plain and through PD2, ``srgb-camera`` with ``--pd auto``, the default ``n2n denoise`` path
-(what a user gets), and optionally a fit on the noisy images (``--fit-steps``, as
-``eval --fit-first``) and ``--adapt`` (``--adapt-steps``). Per-image rows go to ``--json``.
+(what a user gets: each photo routed to one of the two by its noise), and optionally a fit on
+the noisy images (``--fit-steps``, as ``eval --fit-first``) and ``--adapt`` (``--adapt-steps``).
+Per-image rows go to ``--json``.
 
     python bench/real_pairs.py ../shared/data/real-pairs --json runs/real-pairs.json
+    python bench/real_pairs.py ../shared/data/real-pairs --bm3d 5,10 --fit-steps 200 --adapt-steps 100 \
+        --json runs/real-pairs-all.json   # docs/benchmarks.md's one-run table (56 min on 2 cores)
+
+``--fit-steps`` stores its model in the store (``bench-fit-<folder>``); set ``N2N_HOME`` to keep
+it out of yours.
 """
 
 from __future__ import annotations
@@ -25,7 +31,27 @@ from n2ncli.denoise import TileOptions, denoise_array
 from n2ncli.io.image import read_image
 from n2ncli.metrics import psnr, quantize_uint8, ssim
 from n2ncli.pd import PdSelector, PixelShufflePredictor
-from n2ncli.store import build_model, find_model, trained_blend, trained_stride
+from n2ncli.store import build_model, find_model, trained_blend, trained_second_pass, trained_stride
+
+
+def fit_first(folder: Path, steps: int) -> PdSelector:
+    """As ``n2n eval --pairs FOLDER --fit-first``: the library's self-supervised fit on the noisy
+    images (its defaults: PD and init from their measured noise), stored as ``bench-fit-<folder>``,
+    then served as ``denoise -m`` serves it."""
+    from n2ncli.fit import FitRequest, fit
+    from n2ncli.store import slugify
+
+    t = time.perf_counter()
+    request = FitRequest(inputs=tuple(n for _, n, _ in find_pairs(folder)), name=f"bench-fit-{slugify(folder.resolve().name)}",
+                         steps=steps, device="cpu", overwrite=True, checkpoint_every=max(steps, 1))
+    done = fit(request)
+    check = done.check
+    print(f"fit: {done.result.steps} steps in {time.perf_counter() - t:.0f} s, init {done.init}, pd {done.pd}"
+          + ("" if check is None else f", self-check {check.before:.6f} -> {check.after:.6f} ({check.change:+.1%})"
+                                      + ("" if check.verifiable else ", which cannot tell on correlated noise")), flush=True)
+    record = done.record
+    return PdSelector(TorchPredictor(build_model(record), precision="fp32"), None, trained_stride(record),
+                      blend=trained_blend(record), second_pass=trained_second_pass(record))
 
 
 def main() -> None:
@@ -55,6 +81,12 @@ def main() -> None:
         methods[f"{record.name}, --pd auto"] = PdSelector(camera, None, trained_stride(record),
                                                           blend=trained_blend(record))
         methods[f"{record.name}, PD2 + 0.25 plain"] = PixelShufflePredictor(camera, 2, blend=0.25)
+        # what `n2n denoise` and `n2n eval --pairs` run: each photo picks the blind model or this
+        # one from its measured noise correlation, with each model's stride, blend and second pass
+        methods["the default (n2n denoise)"] = PdSelector(
+            blind, None, trained_stride(blind_record), camera, trained_stride(record),
+            blend=trained_blend(blind_record), correlated_blend=trained_blend(record),
+            second_pass=trained_second_pass(blind_record), correlated_second_pass=trained_second_pass(record))
     if args.bm3d:
         from n2ncli.baselines import BM3D, bm3d_available
 
@@ -62,6 +94,8 @@ def main() -> None:
             for s in args.bm3d.split(","):
                 methods[f"BM3D sigma {s}"] = BM3D(3, float(s))
     noisy_images = [p[1] for p in pairs]
+    if args.fit_steps:
+        methods[f"--fit-first {args.fit_steps}"] = fit_first(args.pairs, args.fit_steps)
     if args.adapt_steps:
         from n2ncli.adapt import adapt
 

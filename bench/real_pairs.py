@@ -38,17 +38,12 @@ def fit_first(folder: Path, steps: int) -> PdSelector:
     """As ``n2n eval --pairs FOLDER --fit-first``: the library's self-supervised fit on the noisy
     images (its defaults: PD and init from their measured noise), stored as ``bench-fit-<folder>``,
     then served as ``denoise -m`` serves it."""
-    from n2ncli.fit import FitRequest, fit
-    from n2ncli.store import slugify
+    from n2ncli.fit import fit, pairs_fit_request
 
     t = time.perf_counter()
-    request = FitRequest(inputs=tuple(n for _, n, _ in find_pairs(folder)), name=f"bench-fit-{slugify(folder.resolve().name)}",
-                         steps=steps, device="cpu", overwrite=True, checkpoint_every=max(steps, 1))
-    done = fit(request)
-    check = done.check
+    done = fit(pairs_fit_request(folder, [n for _, n, _ in find_pairs(folder)], steps, "cpu", prefix="bench-fit"))
     print(f"fit: {done.result.steps} steps in {time.perf_counter() - t:.0f} s, init {done.init}, pd {done.pd}"
-          + ("" if check is None else f", self-check {check.before:.6f} -> {check.after:.6f} ({check.change:+.1%})"
-                                      + ("" if check.verifiable else ", which cannot tell on correlated noise")), flush=True)
+          + ("" if done.check is None else f", {done.check.summary()}"), flush=True)
     record = done.record
     return PdSelector(TorchPredictor(build_model(record), precision="fp32"), None, trained_stride(record),
                       blend=trained_blend(record), second_pass=trained_second_pass(record))

@@ -631,21 +631,15 @@ class _EvalProgress:
 
 def _eval_fit(folder: Path, found, steps: int, device: str):  # noqa: ANN001, ANN202
     """--fit-first: the self-supervised fit on the noisy images of the pairs, stored as eval-fit-NAME."""
-    from n2ncli.fit import FitRequest
     from n2ncli.fit import fit as run_fit
-    from n2ncli.store import slugify
+    from n2ncli.fit import pairs_fit_request
 
-    slug = slugify(folder.resolve().name, max_len=48)
-    request = FitRequest(inputs=tuple(n for _, n, _ in found), name=f"eval-fit-{slug}", steps=steps,
-                         device=device, overwrite=True, checkpoint_every=max(steps, 1))
+    request = pairs_fit_request(folder, [n for _, n, _ in found], steps, device)
     with _progress() as progress:
         task = progress.add_task(f"fitting on {len(found)} noisy image(s)", total=steps)
         outcome = run_fit(request, on_progress=lambda p: progress.update(task, completed=p.step)
                           if p.event == "step" else None)
-    check = outcome.check
-    verdict = "" if check is None else (f"; self-check {check.before:.6f} -> {check.after:.6f} ({check.change:+.1%}) "
-                                        f"on {check.images} held-out image(s)"
-                                        + ("" if check.verifiable else ", which cannot tell on correlated noise"))
+    verdict = "" if outcome.check is None else f"; {outcome.check.summary()}"
     console.print(f"fitted [bold]{outcome.record.name}[/] in {outcome.result.steps} steps "
                   f"({outcome.result.seconds:.0f} s, init: {outcome.init}, pd {outcome.pd}){verdict}", highlight=False)
     return outcome.record

@@ -163,6 +163,16 @@ def gather_images(inputs: Sequence[Path], kind: str = "auto") -> tuple[list[Path
     return chosen, kind
 
 
+def pairs_fit_request(folder: Path, noisy: Sequence[Path], steps: int, device: str = "auto",
+                      prefix: str = "eval-fit") -> FitRequest:
+    """The fit ``eval --pairs FOLDER --fit-first`` runs on the pairs' noisy images: the fit's own
+    defaults (PD and warm start from their noise), stored as ``<prefix>-<folder>``, replacing an
+    earlier one, one checkpoint at the end."""
+    name = f"{prefix}-{slugify(Path(folder).resolve().name, max_len=48)}"
+    return FitRequest(inputs=tuple(noisy), name=name, steps=steps, device=device, overwrite=True,
+                      checkpoint_every=max(steps, 1))
+
+
 def fingerprint(paths: Sequence[Path]) -> str:
     """Names and sizes of the training files: a resume on different data is refused."""
     return _digest(_file_line(p) for p in paths)

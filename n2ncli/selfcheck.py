@@ -114,6 +114,11 @@ class SelfCheck:
         """Whether the loss can tell at all: not on correlated luma noise (module docstring)."""
         return loss_can_tell(self.noise_luma)
 
+    def summary(self) -> str:
+        """One line for people: the held-out loss before and after, and whether it can tell."""
+        return (f"self-check {self.before:.6f} -> {self.after:.6f} ({self.change:+.1%}) on {self.images} held-out image(s)"
+                + ("" if self.verifiable else ", which cannot tell on correlated noise"))
+
     @property
     def passed(self) -> bool:
         return self.loss_passed and self.colour_passed and self.verifiable
